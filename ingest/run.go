@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/server"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is ingest's configuration, read from the environment.
+type Config struct {
+	Addr         string        // INGEST_ADDR
+	Namespace    string        // REDIS_NAMESPACE
+	RedisTimeout time.Duration // REDIS_TIMEOUT: bound on one write to Redis
+	DedupWindow  time.Duration // DEDUP_WINDOW: how long an event_id is remembered
+	MaxBodyBytes int64         // MAX_BODY_BYTES
+	MaxEvents    int           // MAX_EVENTS_PER_REQUEST
+	Flushers     int           // WRITE_FLUSHERS: concurrent writes to Redis
+	FlushEvents  int           // FLUSH_MAX_EVENTS: events gathered into one write
+}
+
+func readConfig(r *config.Reader) Config {
+	return Config{
+		Addr:         r.Addr("INGEST_ADDR", ":8080"),
+		Namespace:    r.Namespace(),
+		RedisTimeout: r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
+		DedupWindow:  r.Duration("DEDUP_WINDOW", 24*time.Hour, time.Second),
+		MaxBodyBytes: int64(r.Int("MAX_BODY_BYTES", 1<<20, 64, 64<<20)),
+		MaxEvents:    r.Int("MAX_EVENTS_PER_REQUEST", 1000, 1, 100_000),
+		Flushers:     r.Int("WRITE_FLUSHERS", 4, 1, 256),
+		FlushEvents:  r.Int("FLUSH_MAX_EVENTS", 4096, 1, 100_000),
+	}
+}
+
+// run starts ingest and blocks until ctx is cancelled. ln, if the args name no
+// listener, comes from INGEST_ADDR.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWith(ctx, getenv, stderr, nil)
+}
+
+// runWith is run with an optional ready-made listener, for tests.
+func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, ln net.Listener) error {
+	r := config.NewReader(getenv)
+	logger := r.Logger(stderr)
+	cfg := readConfig(r)
+	ropt := r.Redis()
+	if err := r.Err(); err != nil {
+		return err
+	}
+	// A write that timed out may still have happened; go-redis must not resend it on its
+	// own, or an event without event_id would be stored twice. The client retries instead.
+	ropt.MaxRetries = -1
+	ropt.DialTimeout = cfg.RedisTimeout
+	ropt.ReadTimeout = cfg.RedisTimeout
+	ropt.WriteTimeout = cfg.RedisTimeout
+	ropt.PoolTimeout = cfg.RedisTimeout
+	ropt.PoolSize = cfg.Flushers + 4
+	logger.Info("ingest starting", "addr", cfg.Addr, "redis", config.MaskURL(getenv("REDIS_URL")),
+		"namespace", cfg.Namespace, "redis_timeout", cfg.RedisTimeout, "dedup_window", cfg.DedupWindow,
+		"max_body_bytes", cfg.MaxBodyBytes, "max_events", cfg.MaxEvents, "flushers", cfg.Flushers)
+
+	rdb := redis.NewClient(ropt)
+	defer rdb.Close()
+	keys := events.NewKeys(cfg.Namespace)
+
+	if ln == nil {
+		var err error
+		if ln, err = server.Listen("INGEST_ADDR", cfg.Addr); err != nil {
+			return err
+		}
+	}
+	// The writer outlives the HTTP server: requests in flight at shutdown still get
+	// their events written and their answer.
+	wctx, stopWriter := context.WithCancel(context.Background())
+	defer stopWriter()
+	w := NewWriter(wctx, rdb, keys, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, logger)
+	if err := w.Load(ctx); err != nil {
+		logger.Warn("redis not reachable at start; will answer 503 until it is", "err", err)
+	}
+	h := &handler{w: w, cfg: cfg, now: time.Now}
+	e := server.New(logger, server.PingRedis(rdb))
+	routes(e, h)
+	err := server.Run(ctx, e, ln, logger, 10*time.Second)
+	logger.Info("ingest stopped")
+	return err
+}

@@ -1,0 +1,169 @@
+// Package redistest starts private redis-server processes for tests: each on its own
+// unix socket in its own temp dir, so tests can kill, freeze and restart Redis and run
+// in parallel without touching each other or the machine's own Redis.
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one redis-server process owned by a test.
+type Server struct {
+	t      testing.TB
+	bin    string
+	dir    string
+	socket string
+	args   []string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// Option adds redis-server arguments, e.g. AOF() or Args("--maxmemory", "10mb").
+type Option func(*[]string)
+
+// AOF turns on the append-only file with fsync on every write, so a killed server
+// loses nothing it acknowledged.
+func AOF() Option {
+	return Args("--appendonly", "yes", "--appendfsync", "always")
+}
+
+// Args passes raw redis-server arguments.
+func Args(a ...string) Option {
+	return func(args *[]string) { *args = append(*args, a...) }
+}
+
+// Start runs a redis-server for the test and stops it when the test ends. It skips
+// nothing: a machine without redis-server fails the test, because a test that talks to
+// Redis without a real Redis proves nothing.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found on PATH (install it: apt-get install -y redis-server): %v", err)
+	}
+	// Unix socket paths are limited to ~104 bytes, and t.TempDir() can be long.
+	dir, err := os.MkdirTemp("", "rt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &Server{t: t, dir: dir, socket: filepath.Join(dir, "redis.sock")}
+	s.args = []string{
+		"--port", "0",
+		"--unixsocket", s.socket,
+		"--unixsocketperm", "700",
+		"--dir", dir,
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--loglevel", "warning",
+		"--logfile", filepath.Join(dir, "redis.log"),
+	}
+	for _, o := range opts {
+		o(&s.args)
+	}
+	s.bin = bin
+	s.Restart()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// URL is the REDIS_URL of the server.
+func (s *Server) URL() string { return "unix://" + s.socket }
+
+// Dir is the server's working directory (its AOF lives there).
+func (s *Server) Dir() string { return s.dir }
+
+// Client returns a go-redis client for the server, closed when the test ends.
+func (s *Server) Client() *redis.Client {
+	opt, err := redis.ParseURL(s.URL())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Restart starts the server (again) and waits until it answers PING.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.t.Fatal("redistest: Restart while the server is running")
+	}
+	os.Remove(s.socket)
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	s.cmd = cmd
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.socket, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redis-server did not answer PING: %v\n%s", err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGCONT) // a frozen process must be able to die
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Stop sends SIGSTOP: the server holds its connections but answers nothing.
+func (s *Server) Stop() { s.signal(syscall.SIGSTOP) }
+
+// Cont sends SIGCONT after Stop.
+func (s *Server) Cont() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.t.Fatalf("redistest: %v to a server that is not running", sig)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// Namespace returns a namespace unique to the test, for REDIS_NAMESPACE, so tests that
+// share a server never see each other's keys.
+func Namespace(t testing.TB) string {
+	r := strings.NewReplacer("/", "-", " ", "-", "#", "-")
+	return fmt.Sprintf("t-%s-%d", r.Replace(t.Name()), time.Now().UnixNano()%1_000_000)
+}

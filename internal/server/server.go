@@ -1,0 +1,204 @@
+// Package server is the HTTP plumbing the three services share: an echo instance with
+// one error handler that maps typed errors to status codes and JSON bodies, health
+// endpoints, and a graceful Run.
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrorBody is the JSON shape of every error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Index *int   `json:"index,omitempty"`
+}
+
+// Unavailable marks an error caused by Redis being unreachable, slow or refusing
+// writes; the client gets 503 with Retry-After and may retry.
+type Unavailable struct{ Err error }
+
+func (u *Unavailable) Error() string { return "service unavailable: " + u.Err.Error() }
+func (u *Unavailable) Unwrap() error { return u.Err }
+
+// RetryAfterSeconds is the Retry-After sent with every 503.
+const RetryAfterSeconds = 1
+
+// New returns an echo instance with the shared error handler, panic recovery and the
+// /healthz and /readyz routes. ready reports whether the service can do its job.
+func New(logger *slog.Logger, ready func(context.Context) error) *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = errorHandler(logger)
+	e.Use(recoverer(logger))
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	})
+	return e
+}
+
+// PingRedis is the usual readiness check.
+func PingRedis(rdb redis.UniversalClient) func(context.Context) error {
+	return func(ctx context.Context) error { return rdb.Ping(ctx).Err() }
+}
+
+func recoverer(logger *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					if r == http.ErrAbortHandler {
+						panic(r)
+					}
+					logger.Error("panic in handler", "path", c.Path(), "panic", r)
+					err = errors.New("panic")
+				}
+			}()
+			return next(c)
+		}
+	}
+}
+
+func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		status, body := classify(err)
+		if status == http.StatusServiceUnavailable {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+			logger.Warn("unavailable", "method", c.Request().Method, "path", c.Path(), "err", err)
+		}
+		if status == http.StatusInternalServerError {
+			logger.Error("internal error", "method", c.Request().Method, "path", c.Path(), "err", err)
+		}
+		var werr error
+		if c.Request().Method == http.MethodHead {
+			werr = c.NoContent(status)
+		} else {
+			werr = c.JSON(status, body)
+		}
+		if werr != nil {
+			logger.Debug("write error response", "err", werr)
+		}
+	}
+}
+
+// Status is an error that carries its own status code and client-facing message.
+type Status struct {
+	Code  int
+	Msg   string
+	Index *int
+}
+
+func (s *Status) Error() string { return s.Msg }
+
+// BadRequest is a 400 with msg.
+func BadRequest(msg string) error { return &Status{Code: http.StatusBadRequest, Msg: msg} }
+
+func classify(err error) (int, ErrorBody) {
+	var st *Status
+	var un *Unavailable
+	var he *echo.HTTPError
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.As(err, &st):
+		return st.Code, ErrorBody{Error: st.Msg, Index: st.Index}
+	case errors.As(err, &un), isRedisUnavailable(err):
+		return http.StatusServiceUnavailable, ErrorBody{Error: "storage unavailable, retry later"}
+	case errors.As(err, &maxBytes):
+		return http.StatusRequestEntityTooLarge, ErrorBody{Error: "request body larger than " + strconv.FormatInt(maxBytes.Limit, 10) + " bytes"}
+	case errors.As(err, &he):
+		msg := http.StatusText(he.Code)
+		if s, ok := he.Message.(string); ok && he.Code < 500 {
+			msg = s
+		}
+		return he.Code, ErrorBody{Error: msg}
+	}
+	return http.StatusInternalServerError, ErrorBody{Error: "internal error"}
+}
+
+// isRedisUnavailable reports errors that mean Redis could not be reached in time or is
+// refusing work for now: timeouts, refused or dropped connections, a loading or
+// out-of-memory server.
+func isRedisUnavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return true
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		msg := re.Error()
+		for _, p := range []string{"LOADING", "OOM", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN"} {
+			if len(msg) >= len(p) && msg[:len(p)] == p {
+				return true
+			}
+		}
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// Run serves e on addr until ctx is cancelled, then stops accepting connections and
+// waits up to grace for requests in flight. ln, when not nil, is used instead of addr
+// (tests pass a listener on 127.0.0.1:0).
+func Run(ctx context.Context, e *echo.Echo, ln net.Listener, logger *slog.Logger, grace time.Duration) error {
+	srv := &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Info("listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: no new connections, finishing requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	logger.Info("http server stopped")
+	return nil
+}
+
+// Listen opens addr, naming the variable it came from in the error.
+func Listen(name, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, errors.New(name + "=" + addr + ": " + err.Error())
+	}
+	return ln, nil
+}

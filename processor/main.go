@@ -1,0 +1,21 @@
+// Command processor is a member of the stream's consumer group: it reads events in
+// batches and applies them to per-user and per-product counters, exactly once in
+// effect. Run as many as you like, on any hosts: that is how processing scales out.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "processor:", err)
+		os.Exit(1)
+	}
+}

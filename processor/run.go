@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/server"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is the processor's configuration, read from the environment.
+type Config struct {
+	Addr           string        // PROCESSOR_ADDR: health endpoints
+	Namespace      string        // REDIS_NAMESPACE
+	Consumer       string        // CONSUMER_NAME: unique within the group
+	Batch          int           // BATCH_SIZE: entries per read and per apply
+	Block          time.Duration // READ_BLOCK: how long one read waits for new entries
+	RedisTimeout   time.Duration // REDIS_TIMEOUT: bound on one Redis call
+	ClaimMinIdle   time.Duration // CLAIM_MIN_IDLE: pending this long = its consumer is gone
+	ClaimInterval  time.Duration // how often to look for such entries (CLAIM_MIN_IDLE/2, ≤ 10s)
+	ConsumerExpiry time.Duration // CONSUMER_EXPIRY: idle consumers holding nothing are removed
+	ReapInterval   time.Duration
+}
+
+func readConfig(r *config.Reader) Config {
+	cfg := Config{
+		Addr:           r.Addr("PROCESSOR_ADDR", ":8082"),
+		Namespace:      r.Namespace(),
+		Consumer:       r.String("CONSUMER_NAME", defaultConsumerName()),
+		Batch:          r.Int("BATCH_SIZE", 1000, 1, 100_000),
+		Block:          r.Duration("READ_BLOCK", time.Second, time.Millisecond),
+		RedisTimeout:   r.Duration("REDIS_TIMEOUT", 5*time.Second, 10*time.Millisecond),
+		ClaimMinIdle:   r.Duration("CLAIM_MIN_IDLE", 30*time.Second, 10*time.Millisecond),
+		ConsumerExpiry: r.Duration("CONSUMER_EXPIRY", time.Hour, time.Second),
+	}
+	cfg.ClaimInterval = min(max(cfg.ClaimMinIdle/2, 10*time.Millisecond), 10*time.Second)
+	cfg.ReapInterval = min(max(cfg.ConsumerExpiry/4, time.Second), time.Minute)
+	return cfg
+}
+
+func defaultConsumerName() string {
+	host, err := os.Hostname()
+	if err != nil || !events.ValidID(host) {
+		host = "processor"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWith(ctx, getenv, stderr, nil)
+}
+
+// runWith is run with an optional ready-made listener, for tests.
+func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, ln net.Listener) error {
+	r := config.NewReader(getenv)
+	logger := r.Logger(stderr)
+	cfg := readConfig(r)
+	ropt := r.Redis()
+	if err := r.Err(); err != nil {
+		return err
+	}
+	if !events.ValidID(cfg.Consumer) {
+		return fmt.Errorf("invalid configuration: CONSUMER_NAME=%q: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", getenv("CONSUMER_NAME"))
+	}
+	ropt.ReadTimeout = cfg.RedisTimeout
+	ropt.WriteTimeout = cfg.RedisTimeout
+	ropt.DialTimeout = cfg.RedisTimeout
+	rdb := redis.NewClient(ropt)
+	defer rdb.Close()
+	keys := events.NewKeys(cfg.Namespace)
+	gen := keys.Gen(1)
+	logger = logger.With("consumer", cfg.Consumer)
+	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(getenv("REDIS_URL")),
+		"stream", keys.Stream(), "group", gen.Group(), "batch", cfg.Batch,
+		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry)
+
+	if ln == nil {
+		var err error
+		if ln, err = server.Listen("PROCESSOR_ADDR", cfg.Addr); err != nil {
+			return err
+		}
+	}
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	defer stopHTTP()
+	e := server.New(logger, server.PingRedis(rdb))
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- server.Run(httpCtx, e, ln, logger, 5*time.Second) }()
+
+	// Wait for Redis and the group; a processor started before Redis just waits.
+	for {
+		gctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
+		err := EnsureGroup(gctx, rdb, keys.Stream(), gen.Group())
+		cancel()
+		if err == nil {
+			break
+		}
+		logger.Warn("cannot create consumer group yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			stopHTTP()
+			<-httpDone
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	dead, err := NewDeadLetters(rdb, keys.Stream(), keys.DeadLetter(), logger)
+	if err != nil {
+		return err
+	}
+	c := NewConsumer(rdb, keys, gen, cfg.Consumer, cfg, dead, logger)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.Claim(stop) }()
+	go func() { defer wg.Done(); c.Reap(stop) }()
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(stop) }()
+
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping: no new reads; finishing the batch in flight")
+	case err := <-httpDone:
+		close(stop)
+		return errors.Join(err, <-runErr)
+	}
+	close(stop)
+	err = <-runErr
+	wg.Wait()
+	logger.Info("processor stopped", "applied", c.applied.Load(), "skipped_redelivered", c.skipped.Load(), "dead_lettered", c.deadLets.Load())
+	stopHTTP()
+	return errors.Join(err, <-httpDone)
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/server"
+	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
+)
+
+type handler struct {
+	rdb     *redis.Client
+	keys    events.Keys
+	gen     events.GenKeys
+	timeout time.Duration
+}
+
+// Totals are one user's or product's counters.
+type Totals struct {
+	UserID     string `json:"user_id,omitempty"`
+	ProductID  string `json:"product_id,omitempty"`
+	Clicks     int64  `json:"clicks"`
+	PageViews  int64  `json:"page_views"`
+	DwellMs    int64  `json:"dwell_ms"`
+	DwellCount int64  `json:"dwell_count"`
+}
+
+func (h *handler) ctx(c echo.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.Request().Context(), h.timeout)
+}
+
+func pathID(c echo.Context, field string) (string, error) {
+	id := c.Param("id")
+	if !events.ValidID(id) {
+		return "", server.BadRequest(field + ": must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+	}
+	return id, nil
+}
+
+func (h *handler) totals(c echo.Context, key string) (Totals, error) {
+	ctx, cancel := h.ctx(c)
+	defer cancel()
+	vals, err := h.rdb.HMGet(ctx, key, events.FieldClicks, events.FieldPageViews, events.FieldDwellMs, events.FieldDwellCount).Result()
+	if err != nil {
+		return Totals{}, err
+	}
+	var t Totals
+	for i, dst := range []*int64{&t.Clicks, &t.PageViews, &t.DwellMs, &t.DwellCount} {
+		if s, ok := vals[i].(string); ok {
+			*dst, _ = strconv.ParseInt(s, 10, 64)
+		}
+	}
+	return t, nil
+}
+
+func (h *handler) user(c echo.Context) error {
+	id, err := pathID(c, "user_id")
+	if err != nil {
+		return err
+	}
+	t, err := h.totals(c, h.gen.User(id))
+	if err != nil {
+		return err
+	}
+	t.UserID = id
+	return c.JSON(http.StatusOK, t)
+}
+
+func (h *handler) product(c echo.Context) error {
+	id, err := pathID(c, "product_id")
+	if err != nil {
+		return err
+	}
+	t, err := h.totals(c, h.gen.Product(id))
+	if err != nil {
+		return err
+	}
+	t.ProductID = id
+	return c.JSON(http.StatusOK, t)
+}
+
+// userClicks answers the bare click count, as the original article's endpoint did.
+func (h *handler) userClicks(c echo.Context) error {
+	id, err := pathID(c, "user_id")
+	if err != nil {
+		return err
+	}
+	t, err := h.totals(c, h.gen.User(id))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t.Clicks)
+}
+
+// ProductClicks is one row of the top-products ranking.
+type ProductClicks struct {
+	ProductID string `json:"product_id"`
+	Clicks    int64  `json:"clicks"`
+}
+
+func (h *handler) topProducts(c echo.Context) error {
+	limit := 10
+	if s := c.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100 {
+			return server.BadRequest("limit: must be an integer from 1 to 100")
+		}
+		limit = n
+	}
+	ctx, cancel := h.ctx(c)
+	defer cancel()
+	zs, err := h.rdb.ZRevRangeWithScores(ctx, h.gen.TopProducts(), 0, int64(limit-1)).Result()
+	if err != nil {
+		return err
+	}
+	out := make([]ProductClicks, len(zs))
+	for i, z := range zs {
+		out[i] = ProductClicks{ProductID: z.Member.(string), Clicks: int64(z.Score)}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// Pipeline is the state of the stream and its consumer groups.
+type Pipeline struct {
+	Stream     string      `json:"stream"`
+	Length     int64       `json:"length"`
+	LastID     string      `json:"last_id"`
+	Generation int64       `json:"generation"`
+	Groups     []Group     `json:"groups"`
+	DeadLetter DeadLetters `json:"dead_letter"`
+}
+
+// Group is one consumer group. Lag is the number of entries not yet delivered to the
+// group; Pending, delivered but not yet acked (applied).
+type Group struct {
+	Name            string `json:"name"`
+	Pending         int64  `json:"pending"`
+	Lag             int64  `json:"lag"`
+	Consumers       int64  `json:"consumers"`
+	LastDeliveredID string `json:"last_delivered_id"`
+}
+
+// DeadLetters is the dead-letter stream's name and length.
+type DeadLetters struct {
+	Stream string `json:"stream"`
+	Length int64  `json:"length"`
+}
+
+func (h *handler) pipeline(c echo.Context) error {
+	ctx, cancel := h.ctx(c)
+	defer cancel()
+	stream := h.keys.Stream()
+	p := Pipeline{Stream: stream, Generation: h.gen.Number, Groups: []Group{},
+		DeadLetter: DeadLetters{Stream: h.keys.DeadLetter()}}
+	pipe := h.rdb.Pipeline()
+	info := pipe.XInfoStream(ctx, stream)
+	groups := pipe.XInfoGroups(ctx, stream)
+	dlen := pipe.XLen(ctx, h.keys.DeadLetter())
+	_, err := pipe.Exec(ctx)
+	if err != nil && !isNoStream(err) {
+		return err
+	}
+	if info.Err() == nil {
+		p.Length = info.Val().Length
+		p.LastID = info.Val().LastGeneratedID
+	}
+	if groups.Err() == nil {
+		for _, g := range groups.Val() {
+			p.Groups = append(p.Groups, Group{Name: g.Name, Pending: g.Pending, Lag: g.Lag,
+				Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID})
+		}
+	}
+	p.DeadLetter.Length = dlen.Val()
+	return c.JSON(http.StatusOK, p)
+}
+
+// isNoStream reports the error XINFO gives before the first event creates the stream.
+func isNoStream(err error) bool {
+	return strings.Contains(err.Error(), "no such key")
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/server"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is queryapi's configuration, read from the environment.
+type Config struct {
+	Addr         string        // QUERY_ADDR
+	Namespace    string        // REDIS_NAMESPACE
+	RedisTimeout time.Duration // REDIS_TIMEOUT
+}
+
+func readConfig(r *config.Reader) Config {
+	return Config{
+		Addr:         r.Addr("QUERY_ADDR", ":8081"),
+		Namespace:    r.Namespace(),
+		RedisTimeout: r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWith(ctx, getenv, stderr, nil)
+}
+
+// runWith is run with an optional ready-made listener, for tests.
+func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, ln net.Listener) error {
+	r := config.NewReader(getenv)
+	logger := r.Logger(stderr)
+	cfg := readConfig(r)
+	ropt := r.Redis()
+	if err := r.Err(); err != nil {
+		return err
+	}
+	ropt.DialTimeout = cfg.RedisTimeout
+	ropt.ReadTimeout = cfg.RedisTimeout
+	ropt.WriteTimeout = cfg.RedisTimeout
+	ropt.PoolTimeout = cfg.RedisTimeout
+	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(getenv("REDIS_URL")), "namespace", cfg.Namespace)
+	rdb := redis.NewClient(ropt)
+	defer rdb.Close()
+	if ln == nil {
+		var err error
+		if ln, err = server.Listen("QUERY_ADDR", cfg.Addr); err != nil {
+			return err
+		}
+	}
+	keys := events.NewKeys(cfg.Namespace)
+	h := &handler{rdb: rdb, keys: keys, gen: keys.Gen(1), timeout: cfg.RedisTimeout}
+	e := server.New(logger, server.PingRedis(rdb))
+	routes(e, h)
+	err := server.Run(ctx, e, ln, logger, 10*time.Second)
+	logger.Info("queryapi stopped")
+	return err
+}
