@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/redis/go-redis/v9"
+)
+
+// bench owns the processes of one run: a redis-server, the project's binaries and the
+// reference servers.
+type bench struct {
+	o       options
+	out     io.Writer
+	dir     string // temp dir: binaries, redis socket, logs
+	redis   *exec.Cmd
+	url     string
+	rdb     *redis.Client
+	procs   []*exec.Cmd
+	rows    []row
+	version string
+}
+
+type row struct {
+	what, result, target, verdict string
+}
+
+func newBench(ctx context.Context, o options, out io.Writer) (*bench, error) {
+	dir, err := os.MkdirTemp("", "bench")
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{o: o, out: out, dir: dir}
+	b.logf("building binaries into %s", dir)
+	build := exec.Command("go", "build", "-o", dir+"/", "./ingest", "./processor", "./queryapi")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		b.close()
+		return nil, fmt.Errorf("go build (run bench from the repository root): %w", err)
+	}
+	sock := filepath.Join(dir, "redis.sock")
+	b.redis = exec.Command("redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+		"--dir", dir, "--save", "", "--appendonly", "no", "--logfile", filepath.Join(dir, "redis.log"))
+	if err := b.redis.Start(); err != nil {
+		b.close()
+		return nil, fmt.Errorf("start redis-server (apt-get install redis-server): %w", err)
+	}
+	b.url = "unix://" + sock
+	opt, _ := redis.ParseURL(b.url)
+	opt.PoolSize = 64
+	b.rdb = redis.NewClient(opt)
+	for i := 0; ; i++ {
+		if err := b.rdb.Ping(ctx).Err(); err == nil {
+			break
+		} else if i > 200 {
+			b.close()
+			return nil, fmt.Errorf("redis-server did not start: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	info, _ := b.rdb.Info(ctx, "server").Result()
+	b.version = infoField(info, "redis_version")
+	return b, nil
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.out, "# "+format+"\n", args...)
+}
+
+func (b *bench) close() {
+	for _, p := range b.procs {
+		stopProc(p)
+	}
+	if b.rdb != nil {
+		b.rdb.Close()
+	}
+	if b.redis != nil && b.redis.Process != nil {
+		b.redis.Process.Kill()
+		b.redis.Wait()
+	}
+	os.RemoveAll(b.dir)
+}
+
+// start runs a program with env added to the bench's own, logs into the temp dir, and
+// waits until url answers 200 (when url is not empty).
+func (b *bench) start(name string, argv []string, env []string, url string) (*exec.Cmd, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	logf, err := os.Create(filepath.Join(b.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	b.procs = append(b.procs, cmd)
+	if url == "" {
+		return cmd, nil
+	}
+	for i := 0; i < 500; i++ {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return cmd, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(b.dir, name+".log"))
+	return nil, fmt.Errorf("%s did not become ready at %s:\n%s", name, url, log)
+}
+
+func stopProc(p *exec.Cmd) {
+	if p.Process == nil || p.ProcessState != nil {
+		return
+	}
+	p.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.Process.Kill()
+		<-done
+	}
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func infoField(info, name string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func (b *bench) usedMemory(ctx context.Context) (int64, error) {
+	info, err := b.rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(infoField(info, "used_memory"), 10, 64)
+}
+
+// waitDrained polls the group until every entry of the stream was delivered and acked.
+func (b *bench) waitDrained(ctx context.Context, stream, group string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		groups, err := b.rdb.XInfoGroups(ctx, stream).Result()
+		if err == nil {
+			for _, g := range groups {
+				if g.Name == group && g.Lag == 0 && g.Pending == 0 && g.EntriesRead > 0 {
+					return nil
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return errors.New("stream not drained within " + timeout.String())
+}
+
+// Synthetic ids: 100,000 users and 10,000 products, as a mid-sized shop.
+func userID(i int) string    { return "u" + strconv.Itoa(i%100_000) }
+func productID(i int) string { return "p" + strconv.Itoa((i*7919)%10_000) }
+
+func syntheticEvent(i int) events.Event {
+	e := events.Event{UserID: userID(i), ProductID: productID(i)}
+	switch i % 10 {
+	case 7, 8:
+		e.Type = events.PageView
+	case 9:
+		e.Type, e.DurationMs = events.Dwell, int64(500+i%30_000)
+	}
+	return e
+}
+
+func eventJSON(e events.Event) string {
+	switch e.Type {
+	case events.PageView:
+		return fmt.Sprintf(`{"user_id":%q,"product_id":%q,"type":"page_view"}`, e.UserID, e.ProductID)
+	case events.Dwell:
+		return fmt.Sprintf(`{"user_id":%q,"product_id":%q,"type":"dwell","duration_ms":%d}`, e.UserID, e.ProductID, e.DurationMs)
+	}
+	return fmt.Sprintf(`{"user_id":%q,"product_id":%q}`, e.UserID, e.ProductID)
+}
+
+func cores() int { return runtime.NumCPU() }

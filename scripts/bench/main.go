@@ -1,0 +1,63 @@
+// Command bench measures the pipeline side by side with the designs it replaces, in one
+// run on one machine, and writes the table to BENCHMARKS.md. It starts its own
+// redis-server and builds the project's binaries; nothing is downloaded.
+//
+//	go run ./scripts/bench            # full run, about three minutes
+//	go run ./scripts/bench -quick     # smaller counts and shorter windows, for a smoke test
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	out        string
+	events     int
+	window     time.Duration
+	conns      int
+	peerWindow time.Duration
+	freshRate  int
+	quick      bool
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var o options
+	serveKind := fs.String("serve", "", "internal: run a reference server (null or naive)")
+	addr := fs.String("addr", "", "internal: address for -serve")
+	redisURL := fs.String("redis", "", "internal: Redis URL for -serve naive")
+	fs.StringVar(&o.out, "out", "BENCHMARKS.md", "file to write the results to (empty: don't write)")
+	fs.IntVar(&o.events, "events", 1_000_000, "events preloaded for the processor drain and memory measurements")
+	fs.DurationVar(&o.window, "window", 5*time.Second, "measurement window of each HTTP load")
+	fs.IntVar(&o.conns, "conns", 64, "concurrent connections of the HTTP loads")
+	fs.DurationVar(&o.peerWindow, "peer-window", 10*time.Second, "measurement window of the watermill peer")
+	fs.IntVar(&o.freshRate, "fresh-rate", 50_000, "offered load (events/s) during the freshness measurement")
+	fs.BoolVar(&o.quick, "quick", false, "smaller counts and windows (smoke test; figures not comparable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *serveKind != "" {
+		return serve(*serveKind, *addr, *redisURL)
+	}
+	if o.quick {
+		o.events, o.window, o.peerWindow = 100_000, time.Second, 2*time.Second
+	}
+	b, err := newBench(ctx, o, stdout)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	return b.all()
+}

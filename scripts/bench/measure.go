@@ -1,0 +1,426 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+)
+
+// Targets of the performance issue, checked against what this run measured.
+const (
+	targetSingleRatio = 0.80
+	targetBatch       = 500_000.0
+	targetProcessor   = 250_000.0
+	targetPeerRatio   = 10.0
+	targetFreshP99    = 50 * time.Millisecond
+	targetBytesPerEv  = 45.0
+	targetQueryRatio  = 0.80
+)
+
+func (b *bench) all() error {
+	ctx := context.Background()
+	b.logf("%d cores, redis %s, %d connections, %s windows", cores(), b.version, b.o.conns, b.o.window)
+
+	// 1. Single-event POSTs: ceiling, naive, project.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ceiling, err := b.singleEvent("null handler (decode + validate + 202, no Redis)",
+		func(addr string) []string { return []string{self, "-serve", "null", "-addr", addr} })
+	if err != nil {
+		return err
+	}
+	naive, err := b.singleEvent("naive: one XADD round trip per request",
+		func(addr string) []string { return []string{self, "-serve", "naive", "-addr", addr, "-redis", b.url} })
+	if err != nil {
+		return err
+	}
+	project, err := b.singleEvent("project ingest",
+		func(addr string) []string { return []string{b.dir + "/ingest"} }, "REDIS_NAMESPACE=single")
+	if err != nil {
+		return err
+	}
+	for _, r := range []struct {
+		name string
+		res  loadResult
+	}{{"null handler (ceiling)", ceiling}, {"naive one-XADD handler", naive}, {"project ingest", project}} {
+		ratio := r.res.rps() / ceiling.rps()
+		target, verdict := "", ""
+		if r.name == "project ingest" {
+			target = fmt.Sprintf("≥ %.2f × ceiling", targetSingleRatio)
+			verdict = pass(ratio >= targetSingleRatio)
+		}
+		b.add(fmt.Sprintf("single-event POST, %d conns: %s", b.o.conns, r.name),
+			fmt.Sprintf("%s req/s, p50 %s, p99 %s, %.2f × ceiling", num(r.res.rps()), ms(r.res.pct(0.5)), ms(r.res.pct(0.99)), ratio),
+			target, verdict)
+	}
+
+	// 2. Batch ingest of the preload, and the memory the stream costs per event.
+	ingestAddr := freeAddr()
+	if _, err := b.start("ingest-drain", []string{b.dir + "/ingest"},
+		[]string{"REDIS_URL=" + b.url, "REDIS_NAMESPACE=drain", "INGEST_ADDR=" + ingestAddr, "LOG_LEVEL=warn"},
+		"http://"+ingestAddr+"/readyz"); err != nil {
+		return err
+	}
+	mem0, err := b.usedMemory(ctx)
+	if err != nil {
+		return err
+	}
+	batchRate, err := b.batchIngest(ingestAddr, b.o.events, 500)
+	if err != nil {
+		return err
+	}
+	mem1, err := b.usedMemory(ctx)
+	if err != nil {
+		return err
+	}
+	perEvent := float64(mem1-mem0) / float64(b.o.events)
+	b.add("batch ingest, NDJSON 500 events/request, 8 conns", num(batchRate)+" events/s", fmt.Sprintf("≥ %s events/s", num(targetBatch)), pass(batchRate >= targetBatch))
+	b.add(fmt.Sprintf("Redis memory per stored event (%s events, no event_id)", num(float64(b.o.events))), fmt.Sprintf("%.1f B", perEvent), fmt.Sprintf("≤ %.0f B", targetBytesPerEv), pass(perEvent <= targetBytesPerEv))
+
+	// 3. Processor drain of the preload, then the watermill peer.
+	keys := events.NewKeys("drain")
+	t0 := time.Now()
+	procAddr := freeAddr()
+	if _, err := b.start("processor", []string{b.dir + "/processor"},
+		[]string{"REDIS_URL=" + b.url, "REDIS_NAMESPACE=drain", "PROCESSOR_ADDR=" + procAddr, "LOG_LEVEL=warn"}, ""); err != nil {
+		return err
+	}
+	if err := b.waitDrained(ctx, keys.Stream(), keys.Gen(1).Group(), 10*time.Minute); err != nil {
+		return err
+	}
+	drain := float64(b.o.events) / time.Since(t0).Seconds()
+	b.logf("processor drained %d events at %s events/s", b.o.events, num(drain))
+
+	peerN := int(b.o.peerWindow.Seconds()*40_000) + 10_000
+	if err := publishWatermill(ctx, b.rdb, "{peer}:events", peerN, syntheticEvent); err != nil {
+		return err
+	}
+	peer := 0.0
+	peerDesc := ""
+	for _, consumers := range []int{1, 8} {
+		rate, err := watermillPeer(b.rdb, "{peer}:events", consumers, b.o.peerWindow)
+		if err != nil {
+			return fmt.Errorf("watermill peer: %w", err)
+		}
+		b.logf("watermill peer, %d consumers: %s events/s", consumers, num(rate))
+		peerDesc += fmt.Sprintf("%d consumer(s): %s/s; ", consumers, num(rate))
+		peer = max(peer, rate)
+	}
+	b.add("processor drain, 1 process (events/s)", num(drain)+" events/s", "≥ "+num(targetProcessor), pass(drain >= targetProcessor))
+	b.add("watermill Router + redisstream peer, per-message idempotent apply", strings.TrimSuffix(peerDesc, "; "), "", "")
+	b.add("processor / best watermill peer", fmt.Sprintf("%.1f ×", drain/peer), fmt.Sprintf("≥ %.0f ×", targetPeerRatio), pass(drain/peer >= targetPeerRatio))
+
+	// 4. Freshness under a steady offered load, read through queryapi.
+	queryAddr := freeAddr()
+	if _, err := b.start("queryapi", []string{b.dir + "/queryapi"},
+		[]string{"REDIS_URL=" + b.url, "REDIS_NAMESPACE=drain", "QUERY_ADDR=" + queryAddr, "LOG_LEVEL=warn"},
+		"http://"+queryAddr+"/readyz"); err != nil {
+		return err
+	}
+	fresh, offered, err := b.freshness(ingestAddr, queryAddr)
+	if err != nil {
+		return err
+	}
+	b.add(fmt.Sprintf("freshness at %s events/s offered (202 → visible in queryapi)", num(offered)),
+		fmt.Sprintf("p50 %s, p99 %s (%d probes)", ms(fresh[len(fresh)/2]), ms(fresh[len(fresh)*99/100]), len(fresh)),
+		"p99 ≤ "+ms(targetFreshP99), pass(fresh[len(fresh)*99/100] <= targetFreshP99))
+
+	// 5. Query throughput.
+	q := httpLoad{addr: queryAddr, conns: b.o.conns, duration: b.o.window, okStatus: http.StatusOK,
+		request: cycle(4096, func(i int) []byte { return getRequest(queryAddr, "/v1/users/"+userID(i*31)) })}
+	q.run() // warm-up
+	qr := q.run()
+	if qr.firstErr != nil {
+		return fmt.Errorf("query load: %w", qr.firstErr)
+	}
+	b.add(fmt.Sprintf("GET /v1/users/:id, %d conns", b.o.conns),
+		fmt.Sprintf("%s req/s, p50 %s, p99 %s, %.2f × ceiling", num(qr.rps()), ms(qr.pct(0.5)), ms(qr.pct(0.99)), qr.rps()/ceiling.rps()),
+		fmt.Sprintf("≥ %.2f × ceiling", targetQueryRatio), pass(qr.rps()/ceiling.rps() >= targetQueryRatio))
+
+	return b.report()
+}
+
+// singleEvent starts a server, drives it with single-event POSTs, and stops it, so that
+// no two servers compete for the CPU.
+func (b *bench) singleEvent(name string, argv func(addr string) []string, env ...string) (loadResult, error) {
+	addr := freeAddr()
+	env = append(env, "REDIS_URL="+b.url, "INGEST_ADDR="+addr, "LOG_LEVEL=warn")
+	p, err := b.start(name, argv(addr), env, "")
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer stopProc(p)
+	if err := waitListening(addr); err != nil {
+		return loadResult{}, fmt.Errorf("%s: %w", name, err)
+	}
+	l := httpLoad{addr: addr, conns: b.o.conns, duration: b.o.window, okStatus: http.StatusAccepted,
+		request: cycle(4096, func(i int) []byte {
+			return postRequest(addr, "/v1/events", "application/json", []byte(eventJSON(syntheticEvent(i))))
+		})}
+	warm := l
+	warm.duration = b.o.window / 3
+	warm.run()
+	res := l.run()
+	if res.firstErr != nil {
+		return res, fmt.Errorf("%s: %w", name, res.firstErr)
+	}
+	b.logf("%s: %s req/s, p50 %s, p99 %s", name, num(res.rps()), ms(res.pct(0.5)), ms(res.pct(0.99)))
+	return res, nil
+}
+
+func waitListening(addr string) error {
+	for i := 0; i < 500; i++ {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listening on %s", addr)
+}
+
+// cycle precomputes n requests and hands them out round-robin.
+func cycle(n int, mk func(i int) []byte) func(c, i int) []byte {
+	reqs := make([][]byte, n)
+	for i := range reqs {
+		reqs[i] = mk(i)
+	}
+	return func(c, i int) []byte { return reqs[(c*7+i)%n] }
+}
+
+// batchIngest posts total events as NDJSON batches over 8 connections and returns
+// events/s.
+func (b *bench) batchIngest(addr string, total, per int) (float64, error) {
+	bodies := make([][]byte, 64)
+	for j := range bodies {
+		var sb strings.Builder
+		for i := 0; i < per; i++ {
+			sb.WriteString(eventJSON(syntheticEvent(j*per + i)))
+			sb.WriteByte('\n')
+		}
+		bodies[j] = postRequest(addr, "/v1/events", "application/x-ndjson", []byte(sb.String()))
+	}
+	requests := total / per
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	start := time.Now()
+	for c := 0; c < 8; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- postN(addr, func() []byte {
+				i := next.Add(1) - 1
+				if i >= int64(requests) {
+					return nil
+				}
+				return bodies[i%int64(len(bodies))]
+			})
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return 0, fmt.Errorf("batch ingest: %w", err)
+		}
+	}
+	rate := float64(requests*per) / elapsed.Seconds()
+	b.logf("batch ingest: %d events in %s: %s events/s", requests*per, elapsed.Round(time.Millisecond), num(rate))
+	return rate, nil
+}
+
+// postN sends the requests next returns (until nil) on one connection, each expecting 202.
+func postN(addr string, next func() []byte) error {
+	l := httpLoad{addr: addr, okStatus: http.StatusAccepted}
+	var stop atomic.Bool
+	var reqs atomic.Int64
+	lat := make([]time.Duration, 0, 1024)
+	i := 0
+	l.request = func(c, _ int) []byte {
+		r := next()
+		if r == nil {
+			stop.Store(true)
+			return getRequest(addr, "/healthz") // answered 200: ends the connection's loop below
+		}
+		return r
+	}
+	err := l.conn(0, &i, &stop, &reqs, &lat)
+	if err != nil && stop.Load() && strings.Contains(err.Error(), "status 200") {
+		return nil
+	}
+	return err
+}
+
+// freshness offers a steady load through ingest and, alongside it, posts probe events
+// for fresh users and polls queryapi until each one is visible. It returns the sorted
+// latencies from the probe's 202 to its visibility.
+func (b *bench) freshness(ingestAddr, queryAddr string) ([]time.Duration, float64, error) {
+	const per = 100
+	rate := b.o.freshRate
+	window := 2 * b.o.window
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	bodies := make([][]byte, 16)
+	for j := range bodies {
+		var sb strings.Builder
+		for i := 0; i < per; i++ {
+			sb.WriteString(eventJSON(syntheticEvent(j*per + i)))
+			sb.WriteByte('\n')
+		}
+		bodies[j] = postRequest(ingestAddr, "/v1/events", "application/x-ndjson", []byte(sb.String()))
+	}
+	// Background load: rate/per requests per second, paced by a ticker per sender.
+	senders := 8
+	interval := time.Duration(float64(time.Second) * float64(senders*per) / float64(rate))
+	loadErr := make(chan error, senders)
+	for s := 0; s < senders; s++ {
+		wg.Add(1)
+		go func(s int) {
+			defer wg.Done()
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			k := s
+			loadErr <- postN(ingestAddr, func() []byte {
+				select {
+				case <-stop:
+					return nil
+				case <-t.C:
+				}
+				k++
+				sent.Add(per)
+				return bodies[k%len(bodies)]
+			})
+		}(s)
+	}
+	// Probes: one every 20 ms, each a new user, polled until it shows one click.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var probeErr error
+	var pw sync.WaitGroup
+	start := time.Now()
+	for i := 0; time.Since(start) < window; i++ {
+		pw.Add(1)
+		go func(i int) {
+			defer pw.Done()
+			user := fmt.Sprintf("fresh-%d-%d", time.Now().UnixNano(), i)
+			body := fmt.Sprintf(`{"user_id":%q,"product_id":"probe"}`, user)
+			resp, err := client.Post("http://"+ingestAddr+"/v1/events", "application/json", strings.NewReader(body))
+			if err != nil || resp.StatusCode != http.StatusAccepted {
+				mu.Lock()
+				probeErr = fmt.Errorf("probe post: %v %v", err, resp)
+				mu.Unlock()
+				return
+			}
+			resp.Body.Close()
+			accepted := time.Now()
+			for time.Since(accepted) < 10*time.Second {
+				r, err := client.Get("http://" + queryAddr + "/v1/users/" + user)
+				if err == nil {
+					buf := make([]byte, 256)
+					n, _ := r.Body.Read(buf)
+					r.Body.Close()
+					if strings.Contains(string(buf[:n]), `"clicks":1`) {
+						mu.Lock()
+						lat = append(lat, time.Since(accepted))
+						mu.Unlock()
+						return
+					}
+				}
+				time.Sleep(500 * time.Microsecond)
+			}
+			mu.Lock()
+			probeErr = fmt.Errorf("probe %s not visible within 10s", user)
+			mu.Unlock()
+		}(i)
+		time.Sleep(20 * time.Millisecond)
+	}
+	pw.Wait()
+	elapsed := time.Since(start)
+	close(stop)
+	wg.Wait()
+	close(loadErr)
+	for err := range loadErr {
+		if err != nil {
+			return nil, 0, fmt.Errorf("freshness load: %w", err)
+		}
+	}
+	if probeErr != nil {
+		return nil, 0, probeErr
+	}
+	slices.Sort(lat)
+	offered := float64(sent.Load()) / elapsed.Seconds()
+	b.logf("freshness: %d probes at %s events/s offered: p50 %s p99 %s", len(lat), num(offered), ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]))
+	return lat, offered, nil
+}
+
+func (b *bench) add(what, result, target, verdict string) {
+	b.rows = append(b.rows, row{what, result, target, verdict})
+}
+
+func pass(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+func num(f float64) string {
+	s := strconv.FormatInt(int64(f+0.5), 10)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + " ms"
+}
+
+func (b *bench) report() error {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "| measurement | result | target | |\n|---|---|---|---|\n")
+	for _, r := range b.rows {
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", r.what, r.result, r.target, r.verdict)
+	}
+	table := sb.String()
+	fmt.Fprint(b.out, "\n"+table)
+	if b.o.out == "" {
+		return nil
+	}
+	mode := ""
+	if b.o.quick {
+		mode = " with -quick (smaller counts; not comparable to a full run)"
+	}
+	doc := fmt.Sprintf(`# Benchmarks
+
+Produced by `+"`go run ./scripts/bench%s`"+` on %s: %d cores, Redis %s (private
+redis-server on a unix socket, persistence off), load generator, servers and Redis
+on the same machine. Every figure in one table comes from the same run, side by side.
+
+%s
+How each row is measured: see the comment at the top of each function in
+scripts/bench/measure.go. Ratios compare servers measured one after the other in this
+run with the same client; absolute figures move with the machine's load.
+`, map[bool]string{true: " -quick", false: ""}[b.o.quick]+mode, time.Now().UTC().Format("2006-01-02"), cores(), b.version, table)
+	return os.WriteFile(b.o.out, []byte(doc), 0o644)
+}
