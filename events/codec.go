@@ -132,3 +132,38 @@ type malformedError struct{ reason string }
 
 func (m *malformedError) Error() string { return ErrMalformed.Error() + ": " + m.reason }
 func (m *malformedError) Unwrap() error { return ErrMalformed }
+
+// CompareIDs orders two stream entry ids ("ms-seq") as Redis does: -1, 0 or +1. An id
+// that does not parse sorts as 0-0.
+func CompareIDs(a, b string) int {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	switch {
+	case am != bm:
+		return cmp(am, bm)
+	default:
+		return cmp(as, bs)
+	}
+}
+
+func splitID(id string) (ms, seq uint64) {
+	for i := 0; i < len(id); i++ {
+		if id[i] == '-' {
+			ms, _ = strconv.ParseUint(id[:i], 10, 64)
+			seq, _ = strconv.ParseUint(id[i+1:], 10, 64)
+			return ms, seq
+		}
+	}
+	ms, _ = strconv.ParseUint(id, 10, 64)
+	return ms, 0
+}
+
+func cmp(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

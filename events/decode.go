@@ -459,7 +459,7 @@ func (d *decoder) number(index int, field string) ([]byte, bool, *Error) {
 // exponent, a string, a huge number) gets msg.
 func (d *decoder) intValue(index int, field string, lo, hi int64, msg string) (int64, *Error) {
 	if d.pos == len(d.buf) || !(d.buf[d.pos] == '-' || (d.buf[d.pos] >= '0' && d.buf[d.pos] <= '9')) {
-		return 0, d.wrongType(index, field, msg)
+		return 0, &Error{Index: index, Field: field, Msg: msg}
 	}
 	text, integer, err := d.number(index, field)
 	if err != nil {

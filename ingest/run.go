@@ -49,9 +49,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	logger := r.Logger(stderr)
 	cfg := readConfig(r)
 	ropt := r.Redis()
+	debugAddr := r.String("DEBUG_ADDR", "")
 	if err := r.Err(); err != nil {
 		return err
 	}
+	server.ServeDebug(debugAddr, logger)
 	// A write that timed out may still have happened; go-redis must not resend it on its
 	// own, or an event without event_id would be stored twice. The client retries instead.
 	ropt.MaxRetries = -1

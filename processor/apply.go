@@ -4,7 +4,6 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"strconv"
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/redis/go-redis/v9"
@@ -13,8 +12,8 @@ import (
 //go:embed apply.lua
 var applySource string
 
-// applyScript acks and applies a batch in one call; see apply.lua for why that makes
-// redelivery harmless.
+// applyScript checks, acks and applies a batch in one call; see apply.lua for why that
+// makes redelivery harmless.
 var applyScript = redis.NewScript(applySource)
 
 // Entry is a stream entry as the processor sees it: decoded, or with the reason it
@@ -26,81 +25,143 @@ type Entry struct {
 	Fields []string // the raw field/value pairs, kept for the dead-letter stream
 }
 
-// Applier builds and runs the apply script call for a batch.
+// Applier sums a batch's increments per key and applies them with one script call.
+// An Applier is used by one goroutine at a time; it reuses its buffers between batches.
 type Applier struct {
-	rdb  redis.UniversalClient
-	keys events.Keys
-	gen  events.GenKeys
+	rdb      redis.UniversalClient
+	keys     events.Keys
+	gen      events.GenKeys
+	consumer string
 
-	// Reused between batches: a batch is applied by one goroutine at a time.
-	index map[string]int
-	kargs []string
-	argv  []any
+	users, products map[string]int // id -> index into sums
+	sums            []counters
+	kargs           []string
+	argv            []any
 }
 
-// NewApplier returns an Applier for one generation of aggregates.
-func NewApplier(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys) *Applier {
-	return &Applier{rdb: rdb, keys: keys, gen: gen, index: make(map[string]int)}
+type counters struct {
+	key                            int // 1-based index in KEYS
+	clicks, views, dwellMs, dwellN int64
+}
+
+// NewApplier returns an Applier for one generation of aggregates, acting as consumer.
+func NewApplier(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys, consumer string) *Applier {
+	return &Applier{rdb: rdb, keys: keys, gen: gen, consumer: consumer,
+		users: make(map[string]int), products: make(map[string]int)}
 }
 
 // Apply acks every entry of batch and adds the increments of those that were still
-// pending. Dead-lettered entries (Bad set) are acked without increments. It returns
-// how many entries were applied and how many were skipped because another consumer
-// had already applied them. Apply may be retried after any error: the script is
-// atomic, and a retry after a success only acks nothing and adds nothing.
+// pending, exactly once. Dead-lettered entries (Bad set) are acked without increments.
+// It returns how many entries were counted and how many were skipped because another
+// consumer had already counted them. Apply may be retried after any error: the script
+// is atomic, and a retry after a success finds nothing pending and adds nothing.
 func (a *Applier) Apply(ctx context.Context, batch []Entry) (applied, skipped int64, err error) {
-	if len(batch) == 0 {
-		return 0, 0, nil
-	}
-	clear(a.index)
-	keys := append(a.kargs[:0], a.keys.Stream(), a.gen.TopProducts())
-	// Users first, then products, so the script knows which keys feed the ranking.
-	for i := range batch {
-		if batch[i].Bad == nil {
-			keys = a.keyIndex(keys, a.gen.User(batch[i].Event.UserID))
+	live := batch
+	for len(live) > 0 {
+		res, err := a.call(ctx, live)
+		if err != nil {
+			return 0, 0, fmt.Errorf("apply batch %s..%s: %w", batch[0].ID, batch[len(batch)-1].ID, err)
 		}
-	}
-	firstProduct := len(keys) + 1
-	for i := range batch {
-		if batch[i].Bad == nil {
-			keys = a.keyIndex(keys, a.gen.Product(batch[i].Event.ProductID))
+		if owned, _ := res[0].(int64); owned == int64(len(live)) {
+			for i := range live {
+				if live[i].Bad == nil {
+					applied++
+				}
+			}
+			break
 		}
-	}
-	argv := append(a.argv[:0], a.gen.Group(), len(a.gen.ProductPrefix()), firstProduct)
-	for i := range batch {
-		e := &batch[i]
-		if e.Bad != nil {
-			argv = append(argv, e.ID, 0, 0, "")
-			continue
+		// Some entries were counted by another consumer: keep the pending ones only.
+		pending := make(map[string]bool, len(res)-1)
+		for _, id := range res[1:] {
+			s, _ := id.(string)
+			pending[s] = true
 		}
-		u := a.index[a.gen.User(e.Event.UserID)]
-		p := a.index[a.gen.Product(e.Event.ProductID)]
-		var code any
-		switch e.Event.Type {
-		case events.Click:
-			code = "c"
-		case events.PageView:
-			code = "v"
-		default:
-			code = strconv.FormatInt(e.Event.DurationMs, 10)
+		kept := make([]Entry, 0, len(pending))
+		for _, e := range live {
+			if pending[e.ID] {
+				kept = append(kept, e)
+			}
 		}
-		argv = append(argv, e.ID, u, p, code)
+		live = kept
 	}
-	a.kargs, a.argv = keys, argv
-	res, err := applyScript.Run(ctx, a.rdb, keys, argv...).Int64Slice()
-	if err != nil {
-		return 0, 0, fmt.Errorf("apply batch %s..%s: %w", batch[0].ID, batch[len(batch)-1].ID, err)
-	}
-	return res[0], res[1], nil
+	return applied, int64(len(batch) - len(live)), nil
 }
 
-// keyIndex appends key to keys unless it is there already, remembering its 1-based
-// position (Lua's KEYS index).
-func (a *Applier) keyIndex(keys []string, key string) []string {
-	if _, ok := a.index[key]; ok {
-		return keys
+func (a *Applier) call(ctx context.Context, batch []Entry) ([]any, error) {
+	clear(a.users)
+	clear(a.products)
+	sums := a.sums[:0]
+	keys := append(a.kargs[:0], a.keys.Stream(), a.gen.TopProducts())
+	for i := range batch {
+		e := &batch[i].Event
+		if batch[i].Bad != nil {
+			continue
+		}
+		var u, p int
+		var ok bool
+		if u, ok = a.users[e.UserID]; !ok {
+			keys = append(keys, a.gen.User(e.UserID))
+			sums = append(sums, counters{key: len(keys)})
+			u = len(sums) - 1
+			a.users[e.UserID] = u
+		}
+		if p, ok = a.products[e.ProductID]; !ok {
+			keys = append(keys, a.gen.Product(e.ProductID))
+			sums = append(sums, counters{key: len(keys)})
+			p = len(sums) - 1
+			a.products[e.ProductID] = p
+		}
+		switch e.Type {
+		case events.Click:
+			sums[u].clicks++
+			sums[p].clicks++
+		case events.PageView:
+			sums[u].views++
+			sums[p].views++
+		case events.Dwell:
+			sums[u].dwellMs += e.DurationMs
+			sums[p].dwellMs += e.DurationMs
+			sums[u].dwellN++
+			sums[p].dwellN++
+		}
 	}
-	keys = append(keys, key)
-	a.index[key] = len(keys)
-	return keys
+	lo, hi := idRange(batch)
+	argv := append(a.argv[:0], a.gen.Group(), a.consumer, len(batch), lo, hi)
+	for i := range batch {
+		argv = append(argv, batch[i].ID)
+	}
+	for i := range sums {
+		s := &sums[i]
+		for _, f := range [...]struct {
+			name string
+			n    int64
+		}{{events.FieldClicks, s.clicks}, {events.FieldPageViews, s.views}, {events.FieldDwellMs, s.dwellMs}, {events.FieldDwellCount, s.dwellN}} {
+			if f.n != 0 {
+				argv = append(argv, s.key, f.name, f.n)
+			}
+		}
+	}
+	argv = append(argv, "top")
+	for id, p := range a.products {
+		if n := sums[p].clicks; n != 0 {
+			argv = append(argv, n, id)
+		}
+	}
+	a.sums, a.kargs, a.argv = sums, keys, argv
+	return applyScript.Run(ctx, a.rdb, keys, argv...).Slice()
+}
+
+// idRange returns the smallest and largest entry id of a non-empty batch.
+func idRange(batch []Entry) (lo, hi string) {
+	lo, hi = batch[0].ID, batch[0].ID
+	for i := range batch[1:] {
+		id := batch[i+1].ID
+		if events.CompareIDs(id, lo) < 0 {
+			lo = id
+		}
+		if events.CompareIDs(id, hi) > 0 {
+			hi = id
+		}
+	}
+	return lo, hi
 }

@@ -1,57 +1,64 @@
 #!lua
 -- Apply a batch of stream entries to the aggregates, exactly once in effect.
--- KEYS[1]      the stream
--- KEYS[2]      the top-products sorted set
--- KEYS[3..]    user hashes, then product hashes (ARGV[3] = index of the first product)
--- ARGV[1]      the consumer group
--- ARGV[2]      length of the product-key prefix (the rest of a product key is its id)
--- ARGV[3]      index in KEYS of the first product hash
--- then per entry: id, user index, product index, code
---   code: 'c' click, 'v' page view, a number = dwell milliseconds, '' = ack only
---   (an entry that was dead-lettered)
--- Returns {applied, skipped}.
+-- KEYS[1]    the stream
+-- KEYS[2]    the top-products sorted set
+-- KEYS[3..]  the user and product hashes the increments name
+-- ARGV[1]    the consumer group
+-- ARGV[2]    this consumer's name
+-- ARGV[3]    n, the number of entry ids that follow
+-- ARGV[4], ARGV[5]        the smallest and the largest of those ids
+-- ARGV[6 .. 5+n]          the batch's entry ids
+-- then triples (key index, field, amount): HINCRBY KEYS[key index] field amount
+-- then, after the marker 'top', pairs (amount, product id): ZINCRBY top amount id
 --
--- Why XACK comes first: XACK returns 1 only for an entry that is still pending in the
--- group. An entry that some consumer already applied was acked by that same apply, so
--- its XACK here returns 0 and its increments are skipped. That makes a redelivered,
--- claimed or retried batch harmless without keeping any per-event dedup state, and
--- because the ack and the increments happen in one script, no crash can separate them.
-local stream, top, group = KEYS[1], KEYS[2], ARGV[1]
-local plen = tonumber(ARGV[2])
-local firstProduct = tonumber(ARGV[3])
-local clicks, views, dwellMs, dwellN = {}, {}, {}, {}
-local applied, skipped = 0, 0
-for i = 4, #ARGV, 4 do
-  if redis.call('XACK', stream, group, ARGV[i]) == 1 then
-    local code = ARGV[i + 3]
-    if code ~= '' then
-      applied = applied + 1
-      local u, p = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-      if code == 'c' then
-        clicks[u] = (clicks[u] or 0) + 1
-        clicks[p] = (clicks[p] or 0) + 1
-      elseif code == 'v' then
-        views[u] = (views[u] or 0) + 1
-        views[p] = (views[p] or 0) + 1
-      else
-        local ms = tonumber(code)
-        dwellMs[u] = (dwellMs[u] or 0) + ms
-        dwellMs[p] = (dwellMs[p] or 0) + ms
-        dwellN[u] = (dwellN[u] or 0) + 1
-        dwellN[p] = (dwellN[p] or 0) + 1
-      end
-    end
-  else
-    skipped = skipped + 1
-  end
+-- Returns {n} when the batch was applied. Returns {m, id...} with m < n, applying and
+-- acking nothing, when only the m listed entries are still pending for this consumer:
+-- the others were applied by another consumer, or claimed by one that will apply
+-- them. The caller then sums the increments of the listed entries only and calls again.
+--
+-- Why the ownership check and the ack come first, in the same script as the
+-- increments: an entry stays pending until the apply that counts it acks it, and both
+-- happen in one atomic step, by the consumer that owns the entry at that moment. So an
+-- entry is counted exactly once: a redelivered or claimed copy of a counted entry is no
+-- longer pending, a crash cannot separate counting from acking, and no per-event dedup
+-- state is needed.
+local stream, top, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local n = tonumber(ARGV[3])
+local first, last = 6, 5 + n
+local CHUNK = 2000 -- unpack() is bounded by Lua's C stack
+
+-- This consumer's pending entries in the batch's id range, in one call. The range may
+-- also hold entries claimed from a dead consumer that are not in this batch, so the
+-- count grows until the reply is complete.
+local count = n + 1
+local p
+while true do
+  p = redis.call('XPENDING', stream, group, ARGV[4], ARGV[5], count, consumer)
+  if #p < count then break end
+  count = count * 2
 end
-for k, n in pairs(clicks) do
-  redis.call('HINCRBY', KEYS[k], 'clicks', n)
-  if k >= firstProduct then
-    redis.call('ZINCRBY', top, n, string.sub(KEYS[k], plen + 1))
-  end
+local mine = {}
+for _, e in ipairs(p) do mine[e[1]] = true end
+local owned = {}
+for j = first, last do
+  if mine[ARGV[j]] then owned[#owned + 1] = ARGV[j] end
 end
-for k, n in pairs(views) do redis.call('HINCRBY', KEYS[k], 'page_views', n) end
-for k, n in pairs(dwellMs) do redis.call('HINCRBY', KEYS[k], 'dwell_ms', n) end
-for k, n in pairs(dwellN) do redis.call('HINCRBY', KEYS[k], 'dwell_count', n) end
-return {applied, skipped}
+if #owned < n then
+  table.insert(owned, 1, #owned)
+  return owned
+end
+
+for c = first, last, CHUNK do
+  redis.call('XACK', stream, group, unpack(ARGV, c, math.min(c + CHUNK - 1, last)))
+end
+local i = last + 1
+while i <= #ARGV and ARGV[i] ~= 'top' do
+  redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+i = i + 1
+while i <= #ARGV do
+  redis.call('ZINCRBY', top, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+return {n}

@@ -34,7 +34,7 @@ func NewConsumer(rdb *redis.Client, keys events.Keys, gen events.GenKeys, name s
 	return &Consumer{
 		rdb: rdb, keys: keys, gen: gen, name: name, cfg: cfg, dead: dead,
 		logger:  logger.With("stream", keys.Stream(), "group", gen.Group()),
-		applier: NewApplier(rdb, keys, gen),
+		applier: NewApplier(rdb, keys, gen, name),
 	}
 }
 

@@ -64,9 +64,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	logger := r.Logger(stderr)
 	cfg := readConfig(r)
 	ropt := r.Redis()
+	debugAddr := r.String("DEBUG_ADDR", "")
 	if err := r.Err(); err != nil {
 		return err
 	}
+	server.ServeDebug(debugAddr, logger)
 	if !events.ValidID(cfg.Consumer) {
 		return fmt.Errorf("invalid configuration: CONSUMER_NAME=%q: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", getenv("CONSUMER_NAME"))
 	}

@@ -37,9 +37,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	logger := r.Logger(stderr)
 	cfg := readConfig(r)
 	ropt := r.Redis()
+	debugAddr := r.String("DEBUG_ADDR", "")
 	if err := r.Err(); err != nil {
 		return err
 	}
+	server.ServeDebug(debugAddr, logger)
 	ropt.DialTimeout = cfg.RedisTimeout
 	ropt.ReadTimeout = cfg.RedisTimeout
 	ropt.WriteTimeout = cfg.RedisTimeout
