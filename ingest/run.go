@@ -62,7 +62,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	ropt.WriteTimeout = cfg.RedisTimeout
 	ropt.PoolTimeout = cfg.RedisTimeout
 	ropt.PoolSize = cfg.Flushers + 4
-	logger.Info("ingest starting", "addr", cfg.Addr, "redis", config.MaskURL(getenv("REDIS_URL")),
+	logger.Info("ingest starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"namespace", cfg.Namespace, "redis_timeout", cfg.RedisTimeout, "dedup_window", cfg.DedupWindow,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_events", cfg.MaxEvents, "flushers", cfg.Flushers)
 

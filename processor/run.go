@@ -80,7 +80,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	keys := events.NewKeys(cfg.Namespace)
 	gen := keys.Gen(1)
 	logger = logger.With("consumer", cfg.Consumer)
-	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(getenv("REDIS_URL")),
+	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"stream", keys.Stream(), "group", gen.Group(), "batch", cfg.Batch,
 		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry)
 

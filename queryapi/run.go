@@ -46,7 +46,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	ropt.ReadTimeout = cfg.RedisTimeout
 	ropt.WriteTimeout = cfg.RedisTimeout
 	ropt.PoolTimeout = cfg.RedisTimeout
-	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(getenv("REDIS_URL")), "namespace", cfg.Namespace)
+	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace)
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	if ln == nil {
@@ -56,7 +56,10 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		}
 	}
 	keys := events.NewKeys(cfg.Namespace)
-	h := &handler{rdb: rdb, keys: keys, gen: keys.Gen(1), timeout: cfg.RedisTimeout}
+	rctx, stopReader := context.WithCancel(context.Background())
+	defer stopReader()
+	h := &handler{rdb: rdb, keys: keys, gen: keys.Gen(1), timeout: cfg.RedisTimeout,
+		reader: newTotalsReader(rctx, rdb, cfg.RedisTimeout, 4)}
 	e := server.New(logger, server.PingRedis(rdb))
 	routes(e, h)
 	err := server.Run(ctx, e, ln, logger, 10*time.Second)

@@ -1,0 +1,383 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// syncBuffer is a log sink that queryapi's goroutines and the test can share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// api is one queryapi running in-process against a test's redis-server, in the test's
+// own namespace.
+type api struct {
+	t    *testing.T
+	base string
+	ns   string
+	keys events.Keys
+	gen  events.GenKeys
+	rdb  *redis.Client
+}
+
+// startAPI runs queryapi on 127.0.0.1:0 until the test ends. env adds variables to
+// REDIS_URL and REDIS_NAMESPACE.
+func startAPI(t *testing.T, s *redistest.Server, env ...string) *api {
+	t.Helper()
+	ns := redistest.Namespace(t)
+	vars := map[string]string{"REDIS_URL": s.URL(), "REDIS_NAMESPACE": ns}
+	for i := 0; i+1 < len(env); i += 2 {
+		vars[env[i]] = env[i+1]
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		err := runWith(ctx, func(k string) string { return vars[k] }, logs, ln)
+		ln.Close() // if runWith failed before serving, requests fail instead of hanging
+		done <- err
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("queryapi returned %v", err)
+		}
+		if t.Failed() {
+			t.Logf("queryapi log:\n%s", logs.String())
+		}
+	})
+	keys := events.NewKeys(ns)
+	return &api{t: t, base: "http://" + ln.Addr().String(), ns: ns, keys: keys, gen: keys.Gen(1), rdb: s.Client()}
+}
+
+var httpClient = &http.Client{Timeout: 30 * time.Second}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (a *api) get(path string) response {
+	a.t.Helper()
+	resp, err := httpClient.Get(a.base + path)
+	if err != nil {
+		a.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		a.t.Fatalf("GET %s: reading body: %v", path, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
+}
+
+// expect checks the status and the exact JSON body. A final newline is not part of
+// the answer: echo's encoder writes one, hand-encoded answers do not.
+func (a *api) expect(path string, status int, body string) response {
+	a.t.Helper()
+	r := a.get(path)
+	if got := strings.TrimSuffix(r.body, "\n"); r.status != status || got != body {
+		a.t.Errorf("GET %s = %d %s\n             want %d %s", path, r.status, got, status, body)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		a.t.Errorf("GET %s Content-Type = %q, want application/json", path, ct)
+	}
+	return r
+}
+
+// expectUnavailable checks the 503 every query gets while Redis cannot answer.
+func (a *api) expectUnavailable(path string) {
+	a.t.Helper()
+	r := a.expect(path, http.StatusServiceUnavailable, `{"error":"storage unavailable, retry later"}`)
+	if got := r.header.Get("Retry-After"); got != "1" {
+		a.t.Errorf("GET %s Retry-After = %q, want 1", path, got)
+	}
+}
+
+func (a *api) do(args ...any) {
+	a.t.Helper()
+	if err := a.rdb.Do(context.Background(), args...).Err(); err != nil {
+		a.t.Fatalf("%v: %v", args, err)
+	}
+}
+
+// hset writes a counters hash the way the processor leaves it.
+func (a *api) hset(key string, clicks, pageViews, dwellMs, dwellCount int64) {
+	a.t.Helper()
+	a.do("HSET", key, events.FieldClicks, clicks, events.FieldPageViews, pageViews,
+		events.FieldDwellMs, dwellMs, events.FieldDwellCount, dwellCount)
+}
+
+const (
+	userIDErr    = `{"error":"user_id: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"}`
+	productIDErr = `{"error":"product_id: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"}`
+	limitErr     = `{"error":"limit: must be an integer from 1 to 100"}`
+)
+
+// badIDs are path segments that are not valid ids once unescaped.
+var badIDs = []string{
+	strings.Repeat("a", 129),
+	"a%20b",
+	"%7Bcs%7D",
+	"a%7D",
+	"a!b",
+	"a*b",
+	"%C3%BC",
+	"a%00",
+	"a%2Fb",
+}
+
+// TestQueryAPI runs queryapi against one redis-server; every subtest has its own
+// namespace and its own queryapi, and they run in parallel.
+func TestQueryAPI(t *testing.T) {
+	s := redistest.Start(t)
+
+	t.Run("users", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.hset(a.gen.User("u1"), 3, 2, 4500, 2)
+		a.do("HSET", a.gen.User("u2"), events.FieldClicks, 7)
+		a.hset(a.gen.User("a.b_c:d@e-F9"), 1, 1, 1, 1)
+		a.hset(a.gen.User(strings.Repeat("x", 128)), 9, 8, 7, 6)
+		// Neither another generation nor another namespace may show through.
+		a.hset(a.keys.Gen(2).User("u3"), 5, 5, 5, 5)
+		a.hset(events.NewKeys(a.ns+"x").Gen(1).User("u1"), 100, 100, 100, 100)
+
+		a.expect("/v1/users/u1", 200, `{"user_id":"u1","clicks":3,"page_views":2,"dwell_ms":4500,"dwell_count":2}`)
+		a.expect("/v1/users/u2", 200, `{"user_id":"u2","clicks":7,"page_views":0,"dwell_ms":0,"dwell_count":0}`)
+		a.expect("/v1/users/a.b_c:d@e-F9", 200, `{"user_id":"a.b_c:d@e-F9","clicks":1,"page_views":1,"dwell_ms":1,"dwell_count":1}`)
+		a.expect("/v1/users/"+strings.Repeat("x", 128), 200, `{"user_id":"`+strings.Repeat("x", 128)+`","clicks":9,"page_views":8,"dwell_ms":7,"dwell_count":6}`)
+		a.expect("/v1/users/nobody", 200, `{"user_id":"nobody","clicks":0,"page_views":0,"dwell_ms":0,"dwell_count":0}`)
+		a.expect("/v1/users/u3", 200, `{"user_id":"u3","clicks":0,"page_views":0,"dwell_ms":0,"dwell_count":0}`)
+		for _, id := range badIDs {
+			a.expect("/v1/users/"+id, 400, userIDErr)
+		}
+	})
+
+	t.Run("products", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.hset(a.gen.Product("p1"), 10, 20, 30000, 4)
+		a.do("HSET", a.gen.Product("p2"), events.FieldPageViews, 1)
+		a.hset(a.gen.User("p1"), 1, 1, 1, 1) // a user of the same id is another key
+
+		a.expect("/v1/products/p1", 200, `{"product_id":"p1","clicks":10,"page_views":20,"dwell_ms":30000,"dwell_count":4}`)
+		a.expect("/v1/products/p2", 200, `{"product_id":"p2","clicks":0,"page_views":1,"dwell_ms":0,"dwell_count":0}`)
+		a.expect("/v1/products/never-seen", 200, `{"product_id":"never-seen","clicks":0,"page_views":0,"dwell_ms":0,"dwell_count":0}`)
+		for _, id := range badIDs {
+			a.expect("/v1/products/"+id, 400, productIDErr)
+		}
+	})
+
+	t.Run("top", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		top := a.gen.TopProducts()
+		// Twelve products; p-tie-a and p-tie-b have the same count, and Redis orders
+		// equal scores by member, descending.
+		scores := map[string]int64{
+			"p01": 1, "p02": 2, "p03": 3, "p04": 40, "p05": 5, "p06": 6,
+			"p07": 700, "p08": 8, "p09": 9, "p-big": 1_000_000_000_000, "p-tie-a": 50, "p-tie-b": 50,
+		}
+		for m, sc := range scores {
+			a.do("ZADD", top, sc, m)
+		}
+		a.do("ZADD", a.keys.Gen(2).TopProducts(), 1e6, "other-gen")
+		const all = `{"product_id":"p-big","clicks":1000000000000},{"product_id":"p07","clicks":700},` +
+			`{"product_id":"p-tie-b","clicks":50},{"product_id":"p-tie-a","clicks":50},{"product_id":"p04","clicks":40},` +
+			`{"product_id":"p09","clicks":9},{"product_id":"p08","clicks":8},{"product_id":"p06","clicks":6},` +
+			`{"product_id":"p05","clicks":5},{"product_id":"p03","clicks":3}`
+		a.expect("/v1/products/top", 200, `[`+all+`]`)
+		a.expect("/v1/products/top?limit=", 200, `[`+all+`]`)
+		a.expect("/v1/products/top?limit=10", 200, `[`+all+`]`)
+		a.expect("/v1/products/top?limit=100", 200, `[`+all+`,{"product_id":"p02","clicks":2},{"product_id":"p01","clicks":1}]`)
+		a.expect("/v1/products/top?limit=12", 200, `[`+all+`,{"product_id":"p02","clicks":2},{"product_id":"p01","clicks":1}]`)
+		a.expect("/v1/products/top?limit=1", 200, `[{"product_id":"p-big","clicks":1000000000000}]`)
+		a.expect("/v1/products/top?limit=3", 200, `[{"product_id":"p-big","clicks":1000000000000},{"product_id":"p07","clicks":700},{"product_id":"p-tie-b","clicks":50}]`)
+		for _, bad := range []string{"0", "101", "abc", "-1", "1.5", "1e1", "%201", "99999999999999999999"} {
+			a.expect("/v1/products/top?limit="+bad, 400, limitErr)
+		}
+	})
+
+	t.Run("top empty", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.expect("/v1/products/top", 200, `[]`)
+		a.expect("/v1/products/top?limit=5", 200, `[]`)
+	})
+
+	t.Run("user clicks", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.hset(a.gen.User("u1"), 42, 1, 1, 1)
+		a.hset(a.gen.Product("u2"), 5, 0, 0, 0) // a product, not a user
+		a.expect("/user/u1/clicks", 200, `42`)
+		a.expect("/user/u2/clicks", 200, `0`)
+		a.expect("/user/nobody/clicks", 200, `0`)
+		for _, id := range badIDs {
+			a.expect("/user/"+id+"/clicks", 400, userIDErr)
+		}
+	})
+
+	t.Run("pipeline no stream", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.expect("/v1/pipeline", 200, `{"stream":"{`+a.ns+`}:events","length":0,"last_id":"","generation":1,"groups":[],`+
+			`"dead_letter":{"stream":"{`+a.ns+`}:deadletter","length":0}}`)
+	})
+
+	t.Run("pipeline", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		stream := a.keys.Stream()
+		for i := 1; i <= 5; i++ {
+			ev := events.Event{UserID: "u" + strconv.Itoa(i), ProductID: "p1"}
+			a.do(append([]any{"XADD", stream, "1-" + strconv.Itoa(i)}, ev.AppendFields(nil)...)...)
+		}
+		group := a.gen.Group()
+		a.do("XGROUP", "CREATE", stream, group, "0")
+		a.do("XREADGROUP", "GROUP", group, "c1", "COUNT", 2, "STREAMS", stream, ">") // 1-1, 1-2
+		a.do("XREADGROUP", "GROUP", group, "c2", "COUNT", 1, "STREAMS", stream, ">") // 1-3
+		a.do("XACK", stream, group, "1-1")
+		a.do("XGROUP", "CREATE", stream, "zz-idle", "$")
+		a.do("XADD", a.keys.DeadLetter(), "*", "payload", "x")
+		a.do("XADD", a.keys.DeadLetter(), "*", "payload", "y")
+
+		a.expect("/v1/pipeline", 200, `{"stream":"{`+a.ns+`}:events","length":5,"last_id":"1-5","generation":1,"groups":[`+
+			`{"name":"aggregator-g1","pending":2,"lag":2,"consumers":2,"last_delivered_id":"1-3"},`+
+			`{"name":"zz-idle","pending":0,"lag":0,"consumers":0,"last_delivered_id":"1-5"}],`+
+			`"dead_letter":{"stream":"{`+a.ns+`}:deadletter","length":2}}`)
+	})
+
+	t.Run("pipeline empty stream", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.do("XGROUP", "CREATE", a.keys.Stream(), a.gen.Group(), "$", "MKSTREAM")
+		a.expect("/v1/pipeline", 200, `{"stream":"{`+a.ns+`}:events","length":0,"last_id":"0-0","generation":1,"groups":[`+
+			`{"name":"aggregator-g1","pending":0,"lag":0,"consumers":0,"last_delivered_id":"0-0"}],`+
+			`"dead_letter":{"stream":"{`+a.ns+`}:deadletter","length":0}}`)
+	})
+
+	t.Run("health", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.expect("/healthz", 200, `{"status":"ok"}`)
+		a.expect("/readyz", 200, `{"status":"ready"}`)
+		a.expect("/nope", 404, `{"error":"Not Found"}`)
+	})
+}
+
+// TestQueryAPIRedisKilled kills Redis under a running queryapi: queries get 503 with
+// Retry-After and a JSON error, liveness stays up, readiness goes down; after a restart
+// everything answers again, with the data Redis kept in its AOF.
+func TestQueryAPIRedisKilled(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t, redistest.AOF())
+	a := startAPI(t, s)
+	a.hset(a.gen.User("u1"), 3, 2, 1000, 1)
+	a.hset(a.gen.Product("p1"), 3, 2, 1000, 1)
+	a.do("ZADD", a.gen.TopProducts(), 3, "p1")
+	a.do("XADD", a.keys.Stream(), "1-1", "u", "u1", "p", "p1", "k", "c")
+
+	const user = `{"user_id":"u1","clicks":3,"page_views":2,"dwell_ms":1000,"dwell_count":1}`
+	const product = `{"product_id":"p1","clicks":3,"page_views":2,"dwell_ms":1000,"dwell_count":1}`
+	const top = `[{"product_id":"p1","clicks":3}]`
+	pipeline := `{"stream":"{` + a.ns + `}:events","length":1,"last_id":"1-1","generation":1,"groups":[],` +
+		`"dead_letter":{"stream":"{` + a.ns + `}:deadletter","length":0}}`
+	up := func() {
+		t.Helper()
+		a.expect("/readyz", 200, `{"status":"ready"}`)
+		a.expect("/v1/users/u1", 200, user)
+		a.expect("/v1/products/p1", 200, product)
+		a.expect("/v1/products/top", 200, top)
+		a.expect("/user/u1/clicks", 200, `3`)
+		a.expect("/v1/pipeline", 200, pipeline)
+	}
+	up()
+
+	s.Kill()
+	for _, path := range []string{"/v1/users/u1", "/v1/products/p1", "/v1/products/top", "/user/u1/clicks", "/v1/pipeline"} {
+		a.expectUnavailable(path)
+	}
+	a.expectNotReady()
+	a.expect("/healthz", 200, `{"status":"ok"}`)
+	// Validation does not need Redis: a bad request is still a 400.
+	a.expect("/v1/users/a%20b", 400, userIDErr)
+	a.expect("/v1/products/top?limit=0", 400, limitErr)
+
+	s.Restart()
+	up()
+}
+
+// TestQueryAPIRedisFrozen freezes Redis (SIGSTOP): connections stay open but nothing
+// answers, so queries must give up at REDIS_TIMEOUT with a 503 rather than hang.
+func TestQueryAPIRedisFrozen(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t)
+	a := startAPI(t, s, "REDIS_TIMEOUT", "200ms")
+	a.hset(a.gen.User("u1"), 1, 0, 0, 0)
+	const user = `{"user_id":"u1","clicks":1,"page_views":0,"dwell_ms":0,"dwell_count":0}`
+	a.expect("/v1/users/u1", 200, user)
+
+	s.Stop()
+	a.expectUnavailable("/v1/users/u1")
+	a.expectUnavailable("/v1/products/top")
+	a.expectUnavailable("/v1/pipeline")
+	a.expectNotReady()
+	s.Cont()
+
+	a.expect("/readyz", 200, `{"status":"ready"}`)
+	a.expect("/v1/users/u1", 200, user)
+}
+
+// expectNotReady checks /readyz's 503: a reason is given, whose wording comes from the
+// Redis client.
+func (a *api) expectNotReady() {
+	a.t.Helper()
+	r := a.get("/readyz")
+	var body struct {
+		Status string `json:"status"`
+		Reason string `json:"reason"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil {
+		a.t.Fatalf("GET /readyz body %q: %v", r.body, err)
+	}
+	if r.status != http.StatusServiceUnavailable || body.Status != "not ready" || body.Reason == "" {
+		a.t.Errorf("GET /readyz = %d %q, want 503 with status \"not ready\" and a reason", r.status, r.body)
+	}
+	if got := r.header.Get("Retry-After"); got != "1" {
+		a.t.Errorf("GET /readyz Retry-After = %q, want 1", got)
+	}
+}
