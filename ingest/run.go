@@ -81,7 +81,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	wctx, stopWriter := context.WithCancel(context.Background())
 	defer stopWriter()
 	w := NewWriter(wctx, rdb, keys, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, logger)
-	if err := w.Load(ctx); err != nil {
+	if err := w.Ping(ctx); err != nil {
 		logger.Warn("redis not reachable at start; will answer 503 until it is", "err", err)
 	}
 	h := &handler{w: w, cfg: cfg, now: time.Now}

@@ -101,6 +101,9 @@ func (r *Reader) Redis() *redis.Options {
 		r.bad("REDIS_URL", MaskURL(v), "want redis://[user:password@]host:port/db, rediss://… or unix:///path/to/socket ("+err.Error()+")")
 		opt, _ = redis.ParseURL(DefaultRedisURL)
 	}
+	// RESP2: the pipeline uses no RESP3 feature, and RESP3 makes go-redis look for push
+	// notifications around every command.
+	opt.Protocol = 2
 	if opt.TLSConfig != nil && opt.TLSConfig.MinVersion == 0 {
 		opt.TLSConfig.MinVersion = tls.VersionTLS12
 	}
