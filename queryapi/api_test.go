@@ -162,6 +162,7 @@ var badIDs = []string{
 // TestQueryAPI runs queryapi against one redis-server; every subtest has its own
 // namespace and its own queryapi, and they run in parallel.
 func TestQueryAPI(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
 
 	t.Run("users", func(t *testing.T) {
@@ -290,6 +291,47 @@ func TestQueryAPI(t *testing.T) {
 			`"dead_letter":{"stream":"{`+a.ns+`}:deadletter","length":0}}`)
 	})
 
+	// Concurrent reads share Redis round trips; every answer must still be the one for
+	// the id that was asked.
+	t.Run("concurrent", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		const users = 64
+		want := map[string]string{}
+		for i := 1; i <= users; i++ {
+			id := "u" + strconv.Itoa(i)
+			n := int64(i)
+			a.hset(a.gen.User(id), n, 2*n, 3*n, 4*n)
+			a.hset(a.gen.Product(id), 5*n, 6*n, 7*n, 8*n)
+			want["/v1/users/"+id] = `{"user_id":"` + id + `","clicks":` + strconv.Itoa(i) + `,"page_views":` + strconv.Itoa(2*i) +
+				`,"dwell_ms":` + strconv.Itoa(3*i) + `,"dwell_count":` + strconv.Itoa(4*i) + `}`
+			want["/v1/products/"+id] = `{"product_id":"` + id + `","clicks":` + strconv.Itoa(5*i) + `,"page_views":` + strconv.Itoa(6*i) +
+				`,"dwell_ms":` + strconv.Itoa(7*i) + `,"dwell_count":` + strconv.Itoa(8*i) + `}`
+			want["/user/"+id+"/clicks"] = strconv.Itoa(i)
+		}
+		want["/v1/users/nobody"] = `{"user_id":"nobody","clicks":0,"page_views":0,"dwell_ms":0,"dwell_count":0}`
+		var wg sync.WaitGroup
+		for round := 0; round < 4; round++ {
+			for path, body := range want {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := httpClient.Get(a.base + path)
+					if err != nil {
+						t.Errorf("GET %s: %v", path, err)
+						return
+					}
+					defer resp.Body.Close()
+					got, err := io.ReadAll(resp.Body)
+					if err != nil || resp.StatusCode != 200 || strings.TrimSuffix(string(got), "\n") != body {
+						t.Errorf("GET %s = %d %s (%v), want 200 %s", path, resp.StatusCode, got, err, body)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+	})
+
 	t.Run("health", func(t *testing.T) {
 		t.Parallel()
 		a := startAPI(t, s)
@@ -305,7 +347,7 @@ func TestQueryAPI(t *testing.T) {
 func TestQueryAPIRedisKilled(t *testing.T) {
 	t.Parallel()
 	s := redistest.Start(t, redistest.AOF())
-	a := startAPI(t, s)
+	a := startAPI(t, s, "REDIS_TIMEOUT", "500ms")
 	a.hset(a.gen.User("u1"), 3, 2, 1000, 1)
 	a.hset(a.gen.Product("p1"), 3, 2, 1000, 1)
 	a.do("ZADD", a.gen.TopProducts(), 3, "p1")
@@ -346,7 +388,7 @@ func TestQueryAPIRedisKilled(t *testing.T) {
 func TestQueryAPIRedisFrozen(t *testing.T) {
 	t.Parallel()
 	s := redistest.Start(t)
-	a := startAPI(t, s, "REDIS_TIMEOUT", "200ms")
+	a := startAPI(t, s, "REDIS_TIMEOUT", "500ms")
 	a.hset(a.gen.User("u1"), 1, 0, 0, 0)
 	const user = `{"user_id":"u1","clicks":1,"page_views":0,"dwell_ms":0,"dwell_count":0}`
 	a.expect("/v1/users/u1", 200, user)

@@ -1,0 +1,324 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// logBuffer collects a service's log; it is printed only when the test fails, so a
+// goroutine that logs late can never write to a finished test.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// pipeline is one test's view of Redis: its own namespace on the test's server.
+type pipeline struct {
+	rs   *redistest.Server
+	rdb  *redis.Client
+	ns   string
+	keys events.Keys
+	gen  events.GenKeys
+}
+
+func newPipeline(t *testing.T, rs *redistest.Server) *pipeline {
+	ns := redistest.Namespace(t)
+	keys := events.NewKeys(ns)
+	return &pipeline{rs: rs, rdb: rs.Client(), ns: ns, keys: keys, gen: keys.Gen(1)}
+}
+
+// startProcessor runs the whole processor (runWith) as consumer name, on a listener
+// of its own. stop cancels its context (what SIGTERM does) and returns runWith's
+// result; it is called at the end of the test if the test did not.
+func (p *pipeline) startProcessor(t *testing.T, name string, env map[string]string) (stop func() error) {
+	t.Helper()
+	vars := map[string]string{
+		"REDIS_URL":       p.rs.URL(),
+		"REDIS_NAMESPACE": p.ns,
+		"CONSUMER_NAME":   name,
+		"READ_BLOCK":      "100ms",
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runWith(ctx, func(k string) string { return vars[k] }, logs, ln) }()
+	var once sync.Once
+	var result error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			result = <-done
+		})
+		return result
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("processor %s: runWith returned %v after its context was cancelled, want nil", name, err)
+		}
+		if t.Failed() {
+			t.Logf("processor %s log:\n%s", name, logs.String())
+		}
+	})
+	return stop
+}
+
+// randomEvents returns n events of every type spread over users and products.
+func randomEvents(seed uint64, n, users, products int) []events.Event {
+	r := rand.New(rand.NewPCG(seed, 42))
+	evs := make([]events.Event, n)
+	for i := range evs {
+		ev := events.Event{
+			UserID:    "u" + strconv.Itoa(r.IntN(users)),
+			ProductID: "p" + strconv.Itoa(r.IntN(products)),
+		}
+		switch x := r.IntN(10); {
+		case x < 5:
+			ev.Type = events.Click
+		case x < 8:
+			ev.Type = events.PageView
+		default:
+			ev.Type = events.Dwell
+			ev.DurationMs = 1 + r.Int64N(events.MaxDurationMs)
+		}
+		evs[i] = ev
+	}
+	return evs
+}
+
+// xadd appends events to the stream the way ingest writes them and returns their ids.
+func (p *pipeline) xadd(t *testing.T, evs []events.Event) []string {
+	t.Helper()
+	ids, err := p.tryXadd(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// tryXadd is xadd for goroutines other than the test's.
+func (p *pipeline) tryXadd(evs []events.Event) ([]string, error) {
+	ids := make([]string, 0, len(evs))
+	for start := 0; start < len(evs); start += 1000 {
+		cmds := make([]*redis.StringCmd, 0, 1000)
+		pipe := p.rdb.Pipeline()
+		for i := start; i < min(start+1000, len(evs)); i++ {
+			cmds = append(cmds, pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: p.keys.Stream(), Values: evs[i].AppendFields(nil)}))
+		}
+		if _, err := pipe.Exec(context.Background()); err != nil {
+			return ids, fmt.Errorf("XADD: %w", err)
+		}
+		for _, c := range cmds {
+			ids = append(ids, c.Val())
+		}
+	}
+	return ids, nil
+}
+
+// xaddRaw appends an entry with arbitrary fields (a poison entry).
+func (p *pipeline) xaddRaw(t *testing.T, kv ...any) string {
+	t.Helper()
+	id, err := p.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: p.keys.Stream(), Values: kv}).Result()
+	if err != nil {
+		t.Fatalf("XADD %v: %v", kv, err)
+	}
+	return id
+}
+
+func (p *pipeline) createGroup(t *testing.T) {
+	t.Helper()
+	if err := p.rdb.XGroupCreateMkStream(context.Background(), p.keys.Stream(), p.gen.Group(), "0").Err(); err != nil {
+		t.Fatalf("XGROUP CREATE: %v", err)
+	}
+}
+
+// readGroup reads up to count new entries as consumer, the way a processor does.
+func (p *pipeline) readGroup(t *testing.T, consumer string, count int64) []redis.XMessage {
+	t.Helper()
+	res, err := p.rdb.XReadGroup(context.Background(), &redis.XReadGroupArgs{
+		Group: p.gen.Group(), Consumer: consumer, Streams: []string{p.keys.Stream(), ">"}, Count: count, Block: -1,
+	}).Result()
+	if err != nil {
+		t.Fatalf("XREADGROUP as %s: %v", consumer, err)
+	}
+	return res[0].Messages
+}
+
+// toEntries decodes messages into the processor's batch type.
+func toEntries(msgs []redis.XMessage) []Entry {
+	batch := make([]Entry, len(msgs))
+	for i, m := range msgs {
+		kv := make([]string, 0, 2*len(m.Values))
+		for k, v := range m.Values {
+			kv = append(kv, k, v.(string))
+		}
+		batch[i].ID = m.ID
+		batch[i].Event, batch[i].Bad = events.DecodeEntry(kv)
+		if batch[i].Bad != nil {
+			batch[i].Fields = kv
+		}
+	}
+	return batch
+}
+
+// pendingFor is the number of entries pending in the group; consumer "" means all.
+func (p *pipeline) pendingFor(t *testing.T, consumer string) int {
+	t.Helper()
+	ps, err := p.rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+		Stream: p.keys.Stream(), Group: p.gen.Group(), Start: "-", End: "+", Count: 1 << 20, Consumer: consumer,
+	}).Result()
+	if err != nil {
+		t.Fatalf("XPENDING: %v", err)
+	}
+	return len(ps)
+}
+
+// waitDrained polls, a bounded number of times, until the group has read every entry
+// and holds none pending.
+func (p *pipeline) waitDrained(t *testing.T) {
+	t.Helper()
+	var last redis.XInfoGroup
+	for range 2400 { // 2400 × 25ms: generous under -race on a busy machine
+		groups, err := p.rdb.XInfoGroups(context.Background(), p.keys.Stream()).Result()
+		if err != nil {
+			t.Fatalf("XINFO GROUPS: %v", err)
+		}
+		for _, g := range groups {
+			if g.Name == p.gen.Group() {
+				last = g
+			}
+		}
+		lagZero := last.Lag == 0
+		if last.Lag == -1 { // Redis could not tell: compare the last ids
+			info, err := p.rdb.XInfoStream(context.Background(), p.keys.Stream()).Result()
+			if err != nil {
+				t.Fatalf("XINFO STREAM: %v", err)
+			}
+			lagZero = info.LastGeneratedID == last.LastDeliveredID
+		}
+		if last.Name != "" && last.Pending == 0 && lagZero {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("group never drained: %+v", last)
+}
+
+// expected is what the aggregates must hold after evs were applied once each.
+type expected struct {
+	hashes map[string]map[string]string // key -> field -> value, as HGETALL answers
+	top    map[string]float64           // product id -> clicks
+}
+
+func expect(gen events.GenKeys, evs []events.Event) expected {
+	sums := map[string]map[string]int64{}
+	add := func(key, field string, n int64) {
+		if sums[key] == nil {
+			sums[key] = map[string]int64{}
+		}
+		sums[key][field] += n
+	}
+	top := map[string]float64{}
+	for _, ev := range evs {
+		for _, key := range []string{gen.User(ev.UserID), gen.Product(ev.ProductID)} {
+			switch ev.Type {
+			case events.Click:
+				add(key, events.FieldClicks, 1)
+			case events.PageView:
+				add(key, events.FieldPageViews, 1)
+			case events.Dwell:
+				add(key, events.FieldDwellMs, ev.DurationMs)
+				add(key, events.FieldDwellCount, 1)
+			}
+		}
+		if ev.Type == events.Click {
+			top[ev.ProductID]++
+		}
+	}
+	e := expected{hashes: map[string]map[string]string{}, top: top}
+	for key, fields := range sums {
+		e.hashes[key] = map[string]string{}
+		for f, n := range fields {
+			e.hashes[key][f] = strconv.FormatInt(n, 10)
+		}
+	}
+	return e
+}
+
+// assertTotals checks that the generation's aggregates are exactly those of evs
+// applied once each: every user and product hash, the top-products ranking, and no
+// other key.
+func (p *pipeline) assertTotals(t *testing.T, evs []events.Event) {
+	t.Helper()
+	ctx := context.Background()
+	want := expect(p.gen, evs)
+	for key, fields := range want.hashes {
+		got, err := p.rdb.HGetAll(ctx, key).Result()
+		if err != nil {
+			t.Fatalf("HGETALL %s: %v", key, err)
+		}
+		if !reflect.DeepEqual(got, fields) {
+			t.Errorf("%s = %v, want %v", key, got, fields)
+		}
+	}
+	zs, err := p.rdb.ZRangeWithScores(ctx, p.gen.TopProducts(), 0, -1).Result()
+	if err != nil {
+		t.Fatalf("ZRANGE %s: %v", p.gen.TopProducts(), err)
+	}
+	gotTop := map[string]float64{}
+	for _, z := range zs {
+		gotTop[z.Member.(string)] = z.Score
+	}
+	if !reflect.DeepEqual(gotTop, want.top) {
+		t.Errorf("%s = %v, want %v", p.gen.TopProducts(), gotTop, want.top)
+	}
+	// No key beyond those: nothing was counted for an entry that should not count.
+	prefix := strings.TrimSuffix(p.gen.TopProducts(), "top")
+	var all []string
+	iter := p.rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		all = append(all, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("SCAN: %v", err)
+	}
+	for _, k := range all {
+		if _, ok := want.hashes[k]; !ok && k != p.gen.TopProducts() {
+			t.Errorf("unexpected aggregate key %s", k)
+		}
+	}
+	if wantKeys := len(want.hashes) + min(len(want.top), 1); len(all) != wantKeys {
+		t.Errorf("%d aggregate keys, want %d", len(all), wantKeys)
+	}
+}
