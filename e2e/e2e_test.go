@@ -20,11 +20,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/proctest"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -59,24 +59,24 @@ func TestCrashRecoveryExactTotals(t *testing.T) {
 	ns := redistest.Namespace(t)
 	keys := events.NewKeys(ns)
 	group := keys.Gen(1).Group()
-	f := newFleet(t)
+	f := proctest.NewTestFleet(t)
 
 	env := func(extra ...string) []string {
 		return append([]string{"REDIS_URL=" + srv.URL(), "REDIS_NAMESPACE=" + ns}, extra...)
 	}
-	startProcessor := func(name string) (*process, error) {
-		addr, err := freeAddr()
+	startProcessor := func(name string) (*proctest.Process, error) {
+		addr, err := proctest.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
-		return f.start(ctx, name, "processor", addr, env(
+		return f.Start(ctx, name, "processor", addr, env(
 			"PROCESSOR_ADDR="+addr, "CONSUMER_NAME="+name, "CLAIM_MIN_IDLE=1s")...)
 	}
-	ingestAddr, err := freeAddr()
+	ingestAddr, err := proctest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	queryAddr, err := freeAddr()
+	queryAddr, err := proctest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,10 +84,10 @@ func TestCrashRecoveryExactTotals(t *testing.T) {
 	// that is then posted again is stored twice: ingest documents that. The test's
 	// expected totals are exact only if that never happens, so ingest gets more time
 	// than its default 1s on a loaded test machine; a retry is reported below if it does.
-	if _, err := f.start(ctx, "ingest", "ingest", ingestAddr, env("INGEST_ADDR="+ingestAddr, "REDIS_TIMEOUT=5s")...); err != nil {
+	if _, err := f.Start(ctx, "ingest", "ingest", ingestAddr, env("INGEST_ADDR="+ingestAddr, "REDIS_TIMEOUT=5s")...); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.start(ctx, "queryapi", "queryapi", queryAddr, env("QUERY_ADDR="+queryAddr)...); err != nil {
+	if _, err := f.Start(ctx, "queryapi", "queryapi", queryAddr, env("QUERY_ADDR="+queryAddr)...); err != nil {
 		t.Fatal(err)
 	}
 	survivor, err := startProcessor("proc-a")
@@ -174,9 +174,9 @@ feed:
 	query := &queryClient{client: client, base: "http://" + queryAddr}
 	pl := waitDrained(ctx, t, query)
 	drained := time.Since(start)
-	for _, p := range []*process{survivor, victim} {
-		if p.exited() {
-			t.Errorf("%s exited unexpectedly: %v", p.name, p.err)
+	for _, p := range []*proctest.Process{survivor, victim} {
+		if p.Exited() {
+			t.Errorf("%s exited unexpectedly: %v", p.Name, p.Err())
 		}
 	}
 	t.Logf("processing: %d events applied in %v from first post to drained: %.0f events/s",
@@ -604,12 +604,12 @@ type killRecord struct {
 // default name (host-pid) would get. It returns the last incarnation.
 //
 // A SIGKILL at a random instant would mostly hit a processor idle in XREADGROUP that
-// holds nothing, and prove nothing. So the victim is frozen (SIGSTOP) first, and killed
-// once Redis shows entries delivered to it but not acked: entries it read, or that
-// Redis handed its blocked read after the freeze. Only other consumers can apply them.
-func chaos(ctx context.Context, rdb *redis.Client, stream, group string, victim *process,
+// holds nothing, and prove nothing. So the victim is killed with proctest.KillHolding:
+// frozen first, and killed once Redis shows entries delivered to it but not acked.
+// Only other consumers can apply them.
+func chaos(ctx context.Context, rdb *redis.Client, stream, group string, victim *proctest.Process,
 	progress *atomic.Int64, total int, postingDone <-chan struct{},
-	start func(name string) (*process, error)) (*process, []killRecord, error) {
+	start func(name string) (*proctest.Process, error)) (*proctest.Process, []killRecord, error) {
 	var kills []killRecord
 	for n, share := range killAt {
 		for progress.Load() < int64(share*float64(total)) {
@@ -621,25 +621,14 @@ func chaos(ctx context.Context, rdb *redis.Client, stream, group string, victim 
 			case <-time.After(2 * time.Millisecond):
 			}
 		}
-		k := killRecord{name: victim.name, at: float64(progress.Load()) / float64(total)}
-		for range 50 {
-			if err := victim.signal(syscall.SIGSTOP); err != nil {
-				return victim, kills, err
-			}
-			for range 25 {
-				k.pending = pendingOf(ctx, rdb, stream, group, victim.name)
-				if k.pending > 0 {
-					break
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
-			if k.pending > 0 {
-				break
-			}
-			victim.signal(syscall.SIGCONT)
-			time.Sleep(5 * time.Millisecond)
+		k := killRecord{name: victim.Name, at: float64(progress.Load()) / float64(total)}
+		var err error
+		k.pending, err = proctest.KillHolding(victim, func() int64 {
+			return pendingOf(ctx, rdb, stream, group, victim.Name)
+		})
+		if err != nil {
+			return victim, kills, err
 		}
-		victim.kill()
 		k.next = fmt.Sprintf("proc-b-%d", n+1)
 		kills = append(kills, k)
 		next, err := start(k.next)
@@ -674,11 +663,9 @@ var (
 
 // claimStats sums, over the processors' logs, the entries they claimed from other
 // consumers and the redeliveries they skipped.
-func claimStats(t *testing.T, f *fleet) (claimed, skipped int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, p := range f.procs {
-		file, err := os.Open(p.log)
+func claimStats(t *testing.T, f *proctest.Fleet) (claimed, skipped int) {
+	for _, p := range f.Processes() {
+		file, err := os.Open(p.Log)
 		if err != nil {
 			t.Error(err)
 			continue

@@ -2,6 +2,7 @@ package events
 
 import (
 	"errors"
+	"math"
 	"strconv"
 )
 
@@ -144,6 +145,16 @@ func CompareIDs(a, b string) int {
 	default:
 		return cmp(as, bs)
 	}
+}
+
+// NextID returns the smallest entry id greater than id, e.g. for XTRIM MINID, which
+// keeps the entries at or after its argument.
+func NextID(id string) string {
+	ms, seq := splitID(id)
+	if seq == math.MaxUint64 {
+		return strconv.FormatUint(ms+1, 10) + "-0"
+	}
+	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
 }
 
 func splitID(id string) (ms, seq uint64) {

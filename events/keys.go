@@ -1,6 +1,9 @@
 package events
 
-import "strconv"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Keys names every Redis key the pipeline uses. All of them carry the same hash tag,
 // {namespace}, because the ingest and apply scripts touch the stream, the dedup markers
@@ -38,6 +41,19 @@ func (k Keys) Marker(eventID string) string { return k.tag + ":seen:" + eventID 
 // processors write. A missing pointer means generation 1.
 func (k Keys) Generation() string { return k.tag + ":generation" }
 
+// ParseGeneration reads a value of the Generation pointer; "" (no pointer) is
+// generation 1.
+func ParseGeneration(v string) (int64, error) {
+	if v == "" {
+		return 1, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("generation pointer holds %q, want a positive integer", v)
+	}
+	return n, nil
+}
+
 // Gen returns the key names of one generation of aggregates.
 func (k Keys) Gen(gen int64) GenKeys {
 	g := strconv.FormatInt(gen, 10)
@@ -47,6 +63,35 @@ func (k Keys) Gen(gen int64) GenKeys {
 		group:  "aggregator-g" + g,
 	}
 }
+
+// Pause, while it exists, tells processors to start no new read. A rebuild sets it,
+// with a short expiry, for the moment of its switch, so that the current generation
+// stops moving while the new one passes it; a rebuild that dies cannot hold processing
+// up for longer than the expiry.
+func (k Keys) Pause() string { return k.tag + ":pause" }
+
+// RebuildLock is held by the one rebuild that may run (SET NX with an expiry that the
+// holder keeps refreshing); its value names the holder.
+func (k Keys) RebuildLock() string { return k.tag + ":rebuild:lock" }
+
+// RebuildState is the hash in which a rebuild records its progress (the Rebuild*
+// fields), so that a re-run can resume it and queryapi can report it.
+func (k Keys) RebuildState() string { return k.tag + ":rebuild" }
+
+// RetentionLock is held by the one processor that trims the stream at a time.
+func (k Keys) RetentionLock() string { return k.tag + ":retention:lock" }
+
+// Checkpoint names the counts folded from the entries that retention trimmed from the
+// stream. It has a generation's shape (user and product hashes, top products) and no
+// consumer group: a rebuild copies it into its new generation, then replays the
+// stream after CheckpointInfo's position.
+func (k Keys) Checkpoint() GenKeys {
+	return GenKeys{prefix: k.tag + ":ckpt:"}
+}
+
+// CheckpointInfo is the hash that records the checkpoint's position (the id of the
+// last entry folded into it) and how many entries it holds (the Checkpoint* fields).
+func (k Keys) CheckpointInfo() string { return k.tag + ":ckpt" }
 
 // GenKeys names the aggregates and the consumer group of one generation.
 type GenKeys struct {
@@ -73,6 +118,10 @@ func (g GenKeys) Product(id string) string { return g.prefix + "p:" + id }
 // TopProducts is the sorted set of product ids scored by clicks.
 func (g GenKeys) TopProducts() string { return g.prefix + "top" }
 
+// Pattern matches every key of the generation, for SCAN MATCH in admin commands (never
+// on a request path).
+func (g GenKeys) Pattern() string { return g.prefix + "*" }
+
 // Counter fields of the user and product hashes.
 const (
 	FieldClicks     = "clicks"
@@ -80,3 +129,42 @@ const (
 	FieldDwellMs    = "dwell_ms"
 	FieldDwellCount = "dwell_count"
 )
+
+// Fields of the RebuildState hash.
+const (
+	RebuildFieldState   = "state"      // building, switching, cleanup, done, failed or cancelled
+	RebuildFieldTarget  = "generation" // the generation being built
+	RebuildFieldFrom    = "from_generation"
+	RebuildFieldSeeded  = "seeded" // "1" once the checkpoint is copied and the group created
+	RebuildFieldApplied = "applied"
+	RebuildFieldLength  = "stream_length"
+	RebuildFieldRate    = "rate" // entries applied per second
+	RebuildFieldETA     = "eta_seconds"
+	RebuildFieldStarted = "started_at" // RFC 3339
+	RebuildFieldUpdated = "updated_at" // RFC 3339
+	RebuildFieldError   = "error"
+	RebuildFieldCancel  = "cancel_requested"
+)
+
+// States of a rebuild, in RebuildFieldState.
+const (
+	RebuildStateBuilding  = "building"
+	RebuildStateSwitching = "switching"
+	RebuildStateCleanup   = "cleanup"
+	RebuildStateDone      = "done"
+	RebuildStateFailed    = "failed"
+	RebuildStateCancelled = "cancelled"
+)
+
+// Fields of the CheckpointInfo hash.
+const (
+	CheckpointFieldPosition = "position" // id of the last entry folded in
+	CheckpointFieldEntries  = "entries"  // entries folded in so far
+)
+
+// ClaimEpoch is a counter bumped by every claim of pending entries in this generation's
+// group (processors claim through a script that bumps it). Between two bumps no entry
+// changes owner, which lets the apply script skip its per-entry ownership check for a
+// batch read since the last bump. Anyone who moves pending entries between consumers
+// by hand (XCLAIM) must INCR this key too.
+func (g GenKeys) ClaimEpoch() string { return g.prefix + "claims" }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 type handler struct {
 	w   *Writer
+	bp  *backpressure
 	cfg Config
 	now func() time.Time
 }
@@ -45,6 +47,10 @@ func (h *handler) postClick(c echo.Context) error {
 }
 
 func (h *handler) ingest(c echo.Context, format events.Format) error {
+	// Refused before the body is read: shedding load should cost next to nothing.
+	if reason := h.bp.Reason(); reason != "" {
+		return &server.Status{Code: http.StatusServiceUnavailable, Msg: reason}
+	}
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
 	body, err := readBody(c.Request(), h.cfg.MaxBodyBytes, (*buf)[:0])
@@ -93,6 +99,11 @@ func readBody(r *http.Request, max int64, dst []byte) ([]byte, error) {
 		}
 		if err == io.EOF {
 			return dst, nil
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// HTTP_READ_TIMEOUT passed: a client sending too slowly is cut off here.
+			return dst, &server.Status{Code: http.StatusRequestTimeout, Msg: "request body not received within HTTP_READ_TIMEOUT"}
 		}
 		if err != nil {
 			return dst, &server.Status{Code: http.StatusBadRequest, Msg: "reading request body: " + err.Error()}

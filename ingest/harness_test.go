@@ -42,6 +42,7 @@ type ingestUnderTest struct {
 	keys   events.Keys
 	rdb    *redis.Client // the test's own client, for looking at the stream
 	client *http.Client
+	logs   *logBuffer // the service's log
 
 	mu         sync.Mutex
 	transports []*http.Transport
@@ -71,6 +72,7 @@ func startIngest(t *testing.T, rs *redistest.Server, env map[string]string) *ing
 	}
 	svc.client = svc.newClient(0)
 	logs := &logBuffer{}
+	svc.logs = logs
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runWith(ctx, func(k string) string { return vars[k] }, logs, ln) }()

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"math"
 	"net"
 	"time"
 
@@ -22,6 +24,12 @@ type Config struct {
 	MaxEvents    int           // MAX_EVENTS_PER_REQUEST
 	Flushers     int           // WRITE_FLUSHERS: concurrent writes to Redis
 	FlushEvents  int           // FLUSH_MAX_EVENTS: events gathered into one write
+
+	Keys                 []string            // INGEST_KEYS: write keys; none leaves the API open
+	MaxLag               int64               // MAX_LAG: refuse events while a group lags more; 0: never
+	MaxRedisMemory       float64             // MAX_REDIS_MEMORY: refuse events above this fraction of maxmemory
+	BackpressureInterval time.Duration       // BACKPRESSURE_INTERVAL: how often both are checked
+	HTTP                 config.HTTPTimeouts // HTTP_*_TIMEOUT
 }
 
 func readConfig(r *config.Reader) Config {
@@ -34,6 +42,12 @@ func readConfig(r *config.Reader) Config {
 		MaxEvents:    r.Int("MAX_EVENTS_PER_REQUEST", 1000, 1, 100_000),
 		Flushers:     r.Int("WRITE_FLUSHERS", 4, 1, 256),
 		FlushEvents:  r.Int("FLUSH_MAX_EVENTS", 4096, 1, 100_000),
+
+		Keys:                 r.Keys("INGEST_KEYS"),
+		MaxLag:               int64(r.Int("MAX_LAG", 10_000_000, 0, math.MaxInt)),
+		MaxRedisMemory:       r.Fraction("MAX_REDIS_MEMORY", 0.9),
+		BackpressureInterval: r.Duration("BACKPRESSURE_INTERVAL", time.Second, 10*time.Millisecond),
+		HTTP:                 r.HTTPTimeouts(),
 	}
 }
 
@@ -64,7 +78,12 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	ropt.PoolSize = cfg.Flushers + 4
 	logger.Info("ingest starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"namespace", cfg.Namespace, "redis_timeout", cfg.RedisTimeout, "dedup_window", cfg.DedupWindow,
-		"max_body_bytes", cfg.MaxBodyBytes, "max_events", cfg.MaxEvents, "flushers", cfg.Flushers)
+		"max_body_bytes", cfg.MaxBodyBytes, "max_events", cfg.MaxEvents, "flushers", cfg.Flushers,
+		"keys", len(cfg.Keys), "max_lag", cfg.MaxLag, "max_redis_memory", cfg.MaxRedisMemory,
+		"backpressure_interval", cfg.BackpressureInterval)
+	if len(cfg.Keys) == 0 {
+		logger.Warn("INGEST_KEYS is not set: the ingest API is open to anyone")
+	}
 
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
@@ -84,10 +103,28 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := w.Ping(ctx); err != nil {
 		logger.Warn("redis not reachable at start; will answer 503 until it is", "err", err)
 	}
-	h := &handler{w: w, cfg: cfg, now: time.Now}
-	e := server.New(logger, server.PingRedis(rdb))
-	routes(e, h)
-	err := server.Run(ctx, e, ln, logger, 10*time.Second)
+	bp := newBackpressure(rdb, keys, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, logger)
+	bp.refresh(ctx) // so that an ingest started behind does not accept a first burst
+	go bp.run(wctx, cfg.BackpressureInterval)
+	h := &handler{w: w, bp: bp, cfg: cfg, now: time.Now}
+	e := server.New(logger, ready(rdb, bp))
+	routes(e, h, server.RequireKey("ingest", cfg.Keys))
+	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)
 	logger.Info("ingest stopped")
 	return err
+}
+
+// ready reports ingest not ready while Redis does not answer or backpressure refuses
+// events, with the reason.
+func ready(rdb *redis.Client, bp *backpressure) func(context.Context) error {
+	ping := server.PingRedis(rdb)
+	return func(ctx context.Context) error {
+		if err := ping(ctx); err != nil {
+			return err
+		}
+		if reason := bp.Reason(); reason != "" {
+			return errors.New(reason)
+		}
+		return nil
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -82,8 +83,7 @@ func (w *Writer) Write(ctx context.Context, evs []events.Event) (int, error) {
 
 func (w *Writer) flusher(ctx context.Context) {
 	var batch []*writeReq
-	var cmds []redis.Cmder
-	var fields []any
+	var cmds []*redis.Cmd
 	for {
 		var first *writeReq
 		select {
@@ -104,7 +104,7 @@ func (w *Writer) flusher(ctx context.Context) {
 				break gather
 			}
 		}
-		cmds, fields = w.flush(batch, cmds, fields)
+		cmds = w.flush(batch, cmds)
 	}
 }
 
@@ -121,70 +121,107 @@ func (w *Writer) drainStopped() {
 	}
 }
 
-// flush writes a batch of requests in one MULTI/EXEC transaction: an event without an
-// event_id is a plain XADD, one with an event_id goes through dedupScript. The
-// transaction makes the flush all-or-nothing (also in the AOF, so a Redis crash cannot
-// keep half of a request), and costs one round trip however many requests it carries.
-// Plain XADDs are used where no dedup is needed because they cost Redis about half
-// of what an XADD from a script does.
-func (w *Writer) flush(batch []*writeReq, cmds []redis.Cmder, fields []any) ([]redis.Cmder, []any) {
-	// The flush is not tied to any one request's context: once sent, the transaction
-	// runs to completion in Redis whatever the clients do, and its reply settles every
-	// request.
+// flush writes a batch of requests in one round trip. Each request is atomic on its
+// own: a single event is one command, several events are wrapped in MULTI/EXEC (also
+// in the AOF, so a Redis crash cannot keep half of a request). An event without an
+// event_id is a plain XADD; one with an event_id goes through dedupScript. Plain XADDs
+// are used where no dedup is needed because an XADD from a script costs Redis about
+// twice as much, and bare commands are used for single events because queuing them in
+// a transaction costs Redis more than the XADD itself.
+func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
+	// The flush is not tied to any one request's context: once sent, it runs to
+	// completion in Redis whatever the clients do, and its reply settles every request.
 	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 	defer cancel()
 	stream := w.keys.Stream()
-	pipe := w.rdb.TxPipeline()
-	loaded := false
+	pipe := w.rdb.Pipeline()
+	for _, r := range batch {
+		if r.hasEventIDs() {
+			// Loaded ahead of the EVALSHAs in the same round trip, so they cannot meet
+			// an empty script cache (after a Redis restart).
+			pipe.ScriptLoad(ctx, dedupSource)
+			break
+		}
+	}
 	cmds = cmds[:0]
 	for _, r := range batch {
+		multi := len(r.events) > 1
+		if multi {
+			pipe.Do(ctx, "multi")
+		}
 		for i := range r.events {
 			ev := &r.events[i]
-			fields = ev.AppendFields(fields[:0])
+			var args []any
 			if ev.EventID == "" {
-				cmds = append(cmds, pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields}))
-				continue
+				args = append(make([]any, 0, 13), "xadd", stream, "*")
+			} else {
+				args = append(make([]any, 0, 17), "evalsha", dedupScript.Hash(), 2, w.keys.Marker(ev.EventID), stream, w.window)
 			}
-			if !loaded {
-				// Loaded inside the transaction, so EVALSHA cannot meet an empty script
-				// cache (after a Redis restart) half-way through a flush.
-				pipe.ScriptLoad(ctx, dedupSource)
-				loaded = true
+			c := pipe.Do(ctx, ev.AppendFields(args)...)
+			if !multi {
+				cmds = append(cmds, c)
 			}
-			args := append([]any{w.window}, fields...)
-			cmds = append(cmds, dedupScript.EvalSha(ctx, pipe, []string{w.keys.Marker(ev.EventID), stream}, args...))
+		}
+		if multi {
+			cmds = append(cmds, pipe.Do(ctx, "exec"))
 		}
 	}
 	_, err := pipe.Exec(ctx)
-	if err != nil {
-		w.logger.Warn("write to stream failed", "stream", stream, "requests", len(batch), "err", err)
-		for _, r := range batch {
-			r.done <- writeResult{err: err}
-		}
-		return cmds, fields
-	}
-	off := 0
-	for _, r := range batch {
-		dups := 0
-		for i := range r.events {
-			if c, ok := cmds[off+i].(*redis.Cmd); ok {
-				if n, _ := c.Int(); n == 0 {
-					dups++
-				}
+	for i, r := range batch {
+		res := r.result(cmds[i])
+		if res.err == nil && cmds[i].Val() == nil {
+			// No reply at all: the round trip failed before this command ran. go-redis
+			// leaves a Redis error met while setting up the connection (WRONGPASS, a bad
+			// DB index) off the commands, so their own Err is nil; nothing was written.
+			res.err = err
+			if res.err == nil {
+				res.err = errors.New("no reply from Redis")
 			}
 		}
-		off += len(r.events)
-		r.done <- writeResult{duplicates: dups}
+		r.done <- res
 	}
-	return cmds, fields
+	if err != nil {
+		w.logger.Warn("write to stream failed", "stream", stream, "requests", len(batch), "err", err)
+	}
+	return cmds
 }
 
-func countEvents(batch []*writeReq) int {
-	n := 0
-	for _, r := range batch {
-		n += len(r.events)
+func (r *writeReq) hasEventIDs() bool {
+	for i := range r.events {
+		if r.events[i].EventID != "" {
+			return true
+		}
 	}
-	return n
+	return false
+}
+
+// result reads a request's outcome from its command (one event) or its EXEC (several):
+// an XADD answers an entry id, the dedup script 1 (written) or 0 (duplicate).
+func (r *writeReq) result(c *redis.Cmd) writeResult {
+	if err := c.Err(); err != nil {
+		return writeResult{err: err}
+	}
+	replies := []any{c.Val()}
+	if len(r.events) > 1 {
+		var ok bool
+		if replies, ok = c.Val().([]any); !ok || len(replies) != len(r.events) {
+			return writeResult{err: fmt.Errorf("unexpected EXEC reply %v", c.Val())}
+		}
+	}
+	dups := 0
+	for _, v := range replies {
+		switch v := v.(type) {
+		case error:
+			// A command failed inside the transaction; the others ran. Nothing in this
+			// pipeline does that short of a bug, but the client must not get a 202.
+			return writeResult{err: v}
+		case int64:
+			if v == 0 {
+				dups++
+			}
+		}
+	}
+	return writeResult{duplicates: dups}
 }
 
 // Ping checks that Redis answers, for the start-up log.

@@ -56,9 +56,15 @@ func NewApplier(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys,
 // consumer had already counted them. Apply may be retried after any error: the script
 // is atomic, and a retry after a success finds nothing pending and adds nothing.
 func (a *Applier) Apply(ctx context.Context, batch []Entry) (applied, skipped int64, err error) {
+	return a.ApplyAt(ctx, batch, "")
+}
+
+// ApplyAt is Apply for a batch read right after the group's claim epoch was read as
+// epoch: while the epoch is unchanged, the script can skip its ownership check.
+func (a *Applier) ApplyAt(ctx context.Context, batch []Entry, epoch string) (applied, skipped int64, err error) {
 	live := batch
 	for len(live) > 0 {
-		res, err := a.call(ctx, live)
+		res, err := a.call(ctx, live, epoch)
 		if err != nil {
 			return 0, 0, fmt.Errorf("apply batch %s..%s: %w", batch[0].ID, batch[len(batch)-1].ID, err)
 		}
@@ -83,15 +89,16 @@ func (a *Applier) Apply(ctx context.Context, batch []Entry) (applied, skipped in
 			}
 		}
 		live = kept
+		epoch = "" // the slow path from here on
 	}
 	return applied, int64(len(batch) - len(live)), nil
 }
 
-func (a *Applier) call(ctx context.Context, batch []Entry) ([]any, error) {
+func (a *Applier) call(ctx context.Context, batch []Entry, epoch string) ([]any, error) {
 	clear(a.users)
 	clear(a.products)
 	sums := a.sums[:0]
-	keys := append(a.kargs[:0], a.keys.Stream(), a.gen.TopProducts())
+	keys := append(a.kargs[:0], a.keys.Stream(), a.gen.TopProducts(), a.gen.ClaimEpoch())
 	for i := range batch {
 		e := &batch[i].Event
 		if batch[i].Bad != nil {
@@ -126,7 +133,7 @@ func (a *Applier) call(ctx context.Context, batch []Entry) ([]any, error) {
 		}
 	}
 	lo, hi := idRange(batch)
-	argv := append(a.argv[:0], a.gen.Group(), a.consumer, len(batch), lo, hi)
+	argv := append(a.argv[:0], a.gen.Group(), a.consumer, len(batch), lo, hi, epoch)
 	for i := range batch {
 		argv = append(argv, batch[i].ID)
 	}

@@ -2,12 +2,14 @@
 -- Apply a batch of stream entries to the aggregates, exactly once in effect.
 -- KEYS[1]    the stream
 -- KEYS[2]    the top-products sorted set
--- KEYS[3..]  the user and product hashes the increments name
+-- KEYS[3]    the group's claim epoch
+-- KEYS[4..]  the user and product hashes the increments name
 -- ARGV[1]    the consumer group
 -- ARGV[2]    this consumer's name
 -- ARGV[3]    n, the number of entry ids that follow
 -- ARGV[4], ARGV[5]        the smallest and the largest of those ids
--- ARGV[6 .. 5+n]          the batch's entry ids
+-- ARGV[6]                 the claim epoch read just before the batch was read ('' = unknown)
+-- ARGV[7 .. 6+n]          the batch's entry ids
 -- then triples (key index, field, amount): HINCRBY KEYS[key index] field amount
 -- then, after the marker 'top', pairs (amount, product id): ZINCRBY top amount id
 --
@@ -22,30 +24,37 @@
 -- entry is counted exactly once: a redelivered or claimed copy of a counted entry is no
 -- longer pending, a crash cannot separate counting from acking, and no per-event dedup
 -- state is needed.
+--
+-- The ownership check costs a lookup per entry, so it is skipped when it cannot fail:
+-- entries change owner only through a claim, every claim bumps the claim epoch, and
+-- only an entry's owner acks it. If the epoch is the one read before the batch was
+-- read, every entry of the batch is still pending and still ours.
 local stream, top, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local n = tonumber(ARGV[3])
-local first, last = 6, 5 + n
+local first, last = 7, 6 + n
 local CHUNK = 2000 -- unpack() is bounded by Lua's C stack
 
 -- This consumer's pending entries in the batch's id range, in one call. The range may
 -- also hold entries claimed from a dead consumer that are not in this batch, so the
 -- count grows until the reply is complete.
-local count = n + 1
-local p
-while true do
-  p = redis.call('XPENDING', stream, group, ARGV[4], ARGV[5], count, consumer)
-  if #p < count then break end
-  count = count * 2
-end
-local mine = {}
-for _, e in ipairs(p) do mine[e[1]] = true end
-local owned = {}
-for j = first, last do
-  if mine[ARGV[j]] then owned[#owned + 1] = ARGV[j] end
-end
-if #owned < n then
-  table.insert(owned, 1, #owned)
-  return owned
+if ARGV[6] == '' or (redis.call('GET', KEYS[3]) or '0') ~= ARGV[6] then
+  local count = n + 1
+  local p
+  while true do
+    p = redis.call('XPENDING', stream, group, ARGV[4], ARGV[5], count, consumer)
+    if #p < count then break end
+    count = count * 2
+  end
+  local mine = {}
+  for _, e in ipairs(p) do mine[e[1]] = true end
+  local owned = {}
+  for j = first, last do
+    if mine[ARGV[j]] then owned[#owned + 1] = ARGV[j] end
+  end
+  if #owned < n then
+    table.insert(owned, 1, #owned)
+    return owned
+  end
 end
 
 for c = first, last, CHUNK do

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,38 +12,94 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Consumer is one member of a generation's consumer group.
+// Consumer is one member of the current generation's consumer group. It follows the
+// generation pointer: when a rebuild switches generations, it moves to the new group.
 type Consumer struct {
 	rdb      *redis.Client
 	keys     events.Keys
-	gen      events.GenKeys
 	name     string
 	cfg      Config
 	dead     *DeadLetters
-	logger   *slog.Logger
-	applier  *Applier
-	applyMu  sync.Mutex // the read loop and the claimer share one Applier
+	base     *slog.Logger
+	cur      atomic.Pointer[generation] // the generation new reads go to
+	applyMu  sync.Mutex                 // the read loop and the claimer share the Appliers
 	applied  atomic.Int64
 	skipped  atomic.Int64
 	deadLets atomic.Int64
+	dropped  atomic.Int64
+}
+
+// generation is what a consumer needs to work in one generation.
+type generation struct {
+	keys    events.GenKeys
+	applier *Applier
+	logger  *slog.Logger
+}
+
+// genBatch is a batch with the generation it was read from, which is the one it
+// must be applied to.
+type genBatch struct {
+	gen     *generation
+	entries []Entry
 }
 
 // NewConsumer returns a consumer named name in gen's group.
 func NewConsumer(rdb *redis.Client, keys events.Keys, gen events.GenKeys, name string, cfg Config, dead *DeadLetters, logger *slog.Logger) *Consumer {
-	return &Consumer{
-		rdb: rdb, keys: keys, gen: gen, name: name, cfg: cfg, dead: dead,
-		logger:  logger.With("stream", keys.Stream(), "group", gen.Group()),
-		applier: NewApplier(rdb, keys, gen, name),
-	}
+	c := &Consumer{rdb: rdb, keys: keys, name: name, cfg: cfg, dead: dead, base: logger}
+	c.cur.Store(c.newGeneration(gen))
+	return c
 }
 
-// EnsureGroup creates the consumer group at the start of the stream if it is missing.
-func EnsureGroup(ctx context.Context, rdb redis.UniversalClient, stream, group string) error {
-	err := rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return err
+func (c *Consumer) newGeneration(gen events.GenKeys) *generation {
+	return &generation{keys: gen, applier: NewApplier(c.rdb, c.keys, gen, c.name),
+		logger: c.base.With("stream", c.keys.Stream(), "group", gen.Group())}
+}
+
+// pausePoll is how often a paused consumer looks whether the pause is over.
+const pausePoll = 5 * time.Millisecond
+
+// follow reads the pause and the generation pointer before a read. It returns the
+// generation to read from, or nil when no read may start now (paused, or Redis
+// failed: it has waited already).
+func (c *Consumer) follow(stop <-chan struct{}, backoff *backoff) *generation {
+	g := c.cur.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
+	defer cancel()
+	paused, n, err := readPointer(ctx, c.rdb, c.keys)
+	if err != nil {
+		g.logger.Warn("reading the generation pointer failed", "err", err)
+		backoff.wait(stop)
+		return nil
 	}
-	return nil
+	if paused {
+		wait(stop, pausePoll)
+		return nil
+	}
+	if n == g.keys.Number {
+		return g
+	}
+	// A rebuild switched generations: batches already read from the old group are still
+	// applied (and dropped if the old group is gone); new reads go to the new group.
+	gen, err := ensureGroup(ctx, c.rdb, c.keys)
+	if err != nil {
+		g.logger.Warn("joining the new generation failed", "generation", n, "err", err)
+		backoff.wait(stop)
+		return nil
+	}
+	next := c.newGeneration(gen)
+	c.cur.Store(next)
+	next.logger.Info("switched to the current generation", "generation", gen.Number, "previous_generation", g.keys.Number)
+	return next
+}
+
+// wait sleeps for d or until stop is closed.
+func wait(stop <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-stop:
+	}
 }
 
 // Run reads and applies batches until stop is closed, then finishes the batch in
@@ -54,20 +109,24 @@ func EnsureGroup(ctx context.Context, rdb redis.UniversalClient, stream, group s
 //
 // Reading and applying overlap: while one batch is applied, the next one is read.
 func (c *Consumer) Run(stop <-chan struct{}) error {
-	batches := make(chan []Entry, 1)
+	batches := make(chan genBatch, 1)
 	readErr := make(chan error, 1)
 	go func() { readErr <- c.readLoop(stop, batches) }()
-	for batch := range batches {
-		c.applyWithRetry(stop, batch)
+	for b := range batches {
+		c.applyWithRetry(stop, b.gen, b.entries)
 	}
 	return <-readErr
 }
 
-func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- []Entry) error {
+// readLoop reads batches from the current generation's group. Before each read it
+// reads the pause and the generation pointer (one round trip): while a rebuild is
+// switching it starts no read, and after a switch it reads from the new group.
+func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 	defer close(out)
 	// First our own pending entries (left by an earlier process with the same name),
 	// then new ones.
 	start := "0"
+	var g *generation
 	backoff := newBackoff()
 	for {
 		select {
@@ -75,9 +134,16 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- []Entry) error {
 			return nil
 		default:
 		}
+		next := c.follow(stop, backoff)
+		if next == nil {
+			continue
+		}
+		if next != g {
+			g, start = next, "0"
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Block+c.cfg.RedisTimeout)
 		res, err := c.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group:    c.gen.Group(),
+			Group:    g.keys.Group(),
 			Consumer: c.name,
 			Streams:  []string{c.keys.Stream(), start},
 			Count:    int64(c.cfg.Batch),
@@ -89,12 +155,19 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- []Entry) error {
 			continue
 		}
 		if err != nil {
-			if strings.HasPrefix(err.Error(), "NOGROUP") {
-				if gerr := EnsureGroup(context.Background(), c.rdb, c.keys.Stream(), c.gen.Group()); gerr != nil {
-					err = gerr
+			if isNoGroup(err) {
+				// Either a switch destroyed the group (the next pointer read moves to the new
+				// one) or the group is gone for another reason (the stream was deleted): the
+				// script recreates it only if the pointer still names this generation.
+				gctx, gcancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
+				_, gerr := ensureGroup(gctx, c.rdb, c.keys)
+				gcancel()
+				if gerr == nil {
+					continue
 				}
+				err = gerr
 			}
-			c.logger.Warn("read failed", "err", err)
+			g.logger.Warn("read failed", "err", err)
 			backoff.wait(stop)
 			continue
 		}
@@ -108,13 +181,14 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- []Entry) error {
 			// Continue after the last pending entry we got.
 			start = msgs[len(msgs)-1].ID
 		}
-		out <- c.decode(msgs)
+		out <- genBatch{gen: g, entries: decodeMessages(msgs)}
 	}
 }
 
-// decode turns raw messages into entries. An entry trimmed from the stream while it
-// was pending comes back with no fields; it has nothing to count and is acked.
-func (c *Consumer) decode(msgs []redis.XMessage) []Entry {
+// decodeMessages turns raw messages into entries. An entry trimmed from the stream
+// while it was pending comes back with no fields; it has nothing to count and is acked.
+// (Retention never trims an entry that is pending, see retention.go.)
+func decodeMessages(msgs []redis.XMessage) []Entry {
 	batch := make([]Entry, len(msgs))
 	kv := make([]string, 0, 12)
 	for i, m := range msgs {
@@ -132,23 +206,33 @@ func (c *Consumer) decode(msgs []redis.XMessage) []Entry {
 	return batch
 }
 
-// applyWithRetry applies a batch, retrying until it succeeds or stop is closed. A retry
-// is always safe (see Apply). Entries that cannot be decoded are first published to the
-// dead-letter stream, then acked by the same apply.
-func (c *Consumer) applyWithRetry(stop <-chan struct{}, batch []Entry) {
+// applyWithRetry applies a batch to the generation it was read from, retrying until it
+// succeeds or stop is closed. A retry is always safe (see Apply). Entries that cannot be
+// decoded are first published to the dead-letter stream, then acked by the same apply.
+//
+// A batch whose group is gone was read from a generation that a rebuild has replaced:
+// the switch happened only once the new generation had counted every entry the old
+// group had delivered, so the batch is dropped, not applied.
+func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []Entry) {
 	backoff := newBackoff()
 	published := false
 	for {
-		err := c.apply(batch, &published)
+		err := c.apply(g, batch, &published)
 		if err == nil {
 			return
 		}
-		c.logger.Error("apply failed; will retry", "first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID, "entries", len(batch), "err", err)
+		if isNoGroup(err) {
+			c.dropped.Add(int64(len(batch)))
+			g.logger.Info("batch dropped: its generation was replaced, and the new one has counted it",
+				"first_id", batch[0].ID, "entries", len(batch))
+			return
+		}
+		g.logger.Error("apply failed; will retry", "first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID, "entries", len(batch), "err", err)
 		select {
 		case <-stop:
 			// Entries stay pending; they are claimed by another consumer, or read again
 			// by this one after a restart under the same name.
-			c.logger.Warn("stopping with a batch unapplied; it stays pending", "first_id", batch[0].ID, "entries", len(batch))
+			g.logger.Warn("stopping with a batch unapplied; it stays pending", "first_id", batch[0].ID, "entries", len(batch))
 			return
 		default:
 		}
@@ -156,7 +240,7 @@ func (c *Consumer) applyWithRetry(stop <-chan struct{}, batch []Entry) {
 	}
 }
 
-func (c *Consumer) apply(batch []Entry, published *bool) error {
+func (c *Consumer) apply(g *generation, batch []Entry, published *bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	defer cancel()
 	if !*published {
@@ -166,13 +250,13 @@ func (c *Consumer) apply(batch []Entry, published *bool) error {
 					return err
 				}
 				c.deadLets.Add(1)
-				c.logger.Warn("entry dead-lettered", "id", batch[i].ID, "reason", batch[i].Bad)
+				g.logger.Warn("entry dead-lettered", "id", batch[i].ID, "reason", batch[i].Bad)
 			}
 		}
 		*published = true
 	}
 	c.applyMu.Lock()
-	applied, skipped, err := c.applier.Apply(ctx, batch)
+	applied, skipped, err := g.applier.Apply(ctx, batch)
 	c.applyMu.Unlock()
 	if err != nil {
 		return err
@@ -180,7 +264,7 @@ func (c *Consumer) apply(batch []Entry, published *bool) error {
 	c.applied.Add(applied)
 	c.skipped.Add(skipped)
 	if skipped > 0 {
-		c.logger.Info("entries already applied by another consumer were skipped", "skipped", skipped, "first_id", batch[0].ID)
+		g.logger.Info("entries already applied by another consumer were skipped", "skipped", skipped, "first_id", batch[0].ID)
 	}
 	return nil
 }
@@ -197,19 +281,20 @@ func (c *Consumer) Claim(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		if err := c.claimOnce(stop); err != nil {
-			c.logger.Warn("claim failed", "err", err)
+		g := c.cur.Load()
+		if err := c.claimOnce(stop, g); err != nil {
+			g.logger.Warn("claim failed", "err", err)
 		}
 	}
 }
 
-func (c *Consumer) claimOnce(stop <-chan struct{}) error {
+func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) error {
 	start := "0-0"
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 		msgs, next, err := c.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 			Stream:   c.keys.Stream(),
-			Group:    c.gen.Group(),
+			Group:    g.keys.Group(),
 			Consumer: c.name,
 			MinIdle:  c.cfg.ClaimMinIdle,
 			Start:    start,
@@ -220,8 +305,8 @@ func (c *Consumer) claimOnce(stop <-chan struct{}) error {
 			return err
 		}
 		if len(msgs) > 0 {
-			c.logger.Info("claimed entries left pending by another consumer", "entries", len(msgs), "first_id", msgs[0].ID)
-			c.applyWithRetry(stop, c.decode(msgs))
+			g.logger.Info("claimed entries left pending by another consumer", "entries", len(msgs), "first_id", msgs[0].ID)
+			c.applyWithRetry(stop, g, decodeMessages(msgs))
 		}
 		if next == "0-0" || next == "" {
 			return nil
@@ -251,22 +336,23 @@ func (c *Consumer) Reap(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		g := c.cur.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-		consumers, err := c.rdb.XInfoConsumers(ctx, c.keys.Stream(), c.gen.Group()).Result()
+		consumers, err := c.rdb.XInfoConsumers(ctx, c.keys.Stream(), g.keys.Group()).Result()
 		if err != nil {
 			cancel()
-			c.logger.Warn("list consumers failed", "err", err)
+			g.logger.Warn("list consumers failed", "err", err)
 			continue
 		}
 		for _, ci := range consumers {
 			if ci.Name == c.name || ci.Pending > 0 || ci.Idle < c.cfg.ConsumerExpiry {
 				continue
 			}
-			n, err := reapScript.Run(ctx, c.rdb, []string{c.keys.Stream()}, c.gen.Group(), ci.Name).Int()
+			n, err := reapScript.Run(ctx, c.rdb, []string{c.keys.Stream()}, g.keys.Group(), ci.Name).Int()
 			if err != nil {
-				c.logger.Warn("remove idle consumer failed", "idle_consumer", ci.Name, "err", err)
+				g.logger.Warn("remove idle consumer failed", "idle_consumer", ci.Name, "err", err)
 			} else if n > 0 {
-				c.logger.Info("removed idle consumer that held nothing", "idle_consumer", ci.Name, "idle", ci.Idle)
+				g.logger.Info("removed idle consumer that held nothing", "idle_consumer", ci.Name, "idle", ci.Idle)
 			}
 		}
 		cancel()
@@ -280,12 +366,7 @@ func newBackoff() *backoff { return &backoff{d: 50 * time.Millisecond} }
 func (b *backoff) reset() { b.d = 50 * time.Millisecond }
 
 func (b *backoff) wait(stop <-chan struct{}) {
-	t := time.NewTimer(b.d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-stop:
-	}
+	wait(stop, b.d)
 	if b.d < 2*time.Second {
 		b.d *= 2
 	}

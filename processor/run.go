@@ -28,6 +28,8 @@ type Config struct {
 	ClaimInterval  time.Duration // how often to look for such entries (CLAIM_MIN_IDLE/2, ≤ 10s)
 	ConsumerExpiry time.Duration // CONSUMER_EXPIRY: idle consumers holding nothing are removed
 	ReapInterval   time.Duration
+	Retention      time.Duration // STREAM_RETENTION: trim entries older than this; 0 keeps everything
+	LockTTL        time.Duration // REBUILD_LOCK_TTL: a dead rebuild's lock expires after this
 }
 
 func readConfig(r *config.Reader) Config {
@@ -40,6 +42,8 @@ func readConfig(r *config.Reader) Config {
 		RedisTimeout:   r.Duration("REDIS_TIMEOUT", 5*time.Second, 10*time.Millisecond),
 		ClaimMinIdle:   r.Duration("CLAIM_MIN_IDLE", 30*time.Second, 10*time.Millisecond),
 		ConsumerExpiry: r.Duration("CONSUMER_EXPIRY", time.Hour, time.Second),
+		Retention:      r.Duration("STREAM_RETENTION", 0, 0),
+		LockTTL:        r.Duration("REBUILD_LOCK_TTL", 5*time.Second, 500*time.Millisecond),
 	}
 	cfg.ClaimInterval = min(max(cfg.ClaimMinIdle/2, 10*time.Millisecond), 10*time.Second)
 	cfg.ReapInterval = min(max(cfg.ConsumerExpiry/4, time.Second), time.Minute)
@@ -54,7 +58,25 @@ func defaultConsumerName() string {
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
+// usage is printed for an unknown command.
+const usage = `usage:
+  processor                     run as a member of the current generation's consumer group
+  processor rebuild [--cancel]  rebuild every count from the stream as a new generation
+  processor recount [--from T] [--to T] [--user ID] [--product ID]
+                                count a window of the stream (T: RFC 3339 time or stream id)`
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 {
+		switch args[1] {
+		case "rebuild":
+			return runRebuild(ctx, args[2:], getenv, stdout, stderr)
+		case "recount":
+			return runRecount(ctx, args[2:], getenv, stdout, stderr)
+		case "run":
+		default:
+			return fmt.Errorf("unknown command %q\n%s", args[1], usage)
+		}
+	}
 	return runWith(ctx, getenv, stderr, nil)
 }
 
@@ -78,11 +100,10 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
-	gen := keys.Gen(1)
 	logger = logger.With("consumer", cfg.Consumer)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
-		"stream", keys.Stream(), "group", gen.Group(), "batch", cfg.Batch,
-		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry)
+		"stream", keys.Stream(), "batch", cfg.Batch,
+		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention)
 
 	if ln == nil {
 		var err error
@@ -96,10 +117,13 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- server.Run(httpCtx, e, ln, logger, 5*time.Second) }()
 
-	// Wait for Redis and the group; a processor started before Redis just waits.
+	// Wait for Redis and the current generation's group; a processor started before
+	// Redis just waits.
+	var gen events.GenKeys
 	for {
 		gctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
-		err := EnsureGroup(gctx, rdb, keys.Stream(), gen.Group())
+		var err error
+		gen, err = ensureGroup(gctx, rdb, keys)
 		cancel()
 		if err == nil {
 			break
@@ -118,12 +142,18 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		return err
 	}
 	c := NewConsumer(rdb, keys, gen, cfg.Consumer, cfg, dead, logger)
+	logger.Info("consuming", "generation", gen.Number, "group", gen.Group())
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); c.Claim(stop) }()
 	go func() { defer wg.Done(); c.Reap(stop) }()
+	if cfg.Retention > 0 {
+		wg.Add(1)
+		ret := &Retention{rdb: rdb, keys: keys, cfg: cfg, holder: cfg.Consumer, logger: logger}
+		go func() { defer wg.Done(); ret.Run(stop) }()
+	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(stop) }()
 
@@ -137,7 +167,8 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	close(stop)
 	err = <-runErr
 	wg.Wait()
-	logger.Info("processor stopped", "applied", c.applied.Load(), "skipped_redelivered", c.skipped.Load(), "dead_lettered", c.deadLets.Load())
+	logger.Info("processor stopped", "applied", c.applied.Load(), "skipped_redelivered", c.skipped.Load(),
+		"dead_lettered", c.deadLets.Load(), "dropped_after_switch", c.dropped.Load())
 	stopHTTP()
 	return errors.Join(err, <-httpDone)
 }

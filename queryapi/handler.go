@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,7 +18,7 @@ type handler struct {
 	rdb     *redis.Client
 	reader  *totalsReader
 	keys    events.Keys
-	gen     events.GenKeys
+	gens    *generations
 	timeout time.Duration
 }
 
@@ -42,10 +43,10 @@ func pathID(c echo.Context, field string) (string, error) {
 	return id, nil
 }
 
-func (h *handler) totals(c echo.Context, key string) (Totals, error) {
+func (h *handler) totals(c echo.Context, kind entity, id string) (Totals, error) {
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	return h.reader.Totals(ctx, key)
+	return h.reader.Totals(ctx, kind, id)
 }
 
 // writeTotals encodes t by hand: it is the hottest answer, and ids are validated to a
@@ -73,7 +74,7 @@ func (h *handler) user(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	t, err := h.totals(c, h.gen.User(id))
+	t, err := h.totals(c, userEntity, id)
 	if err != nil {
 		return err
 	}
@@ -85,7 +86,7 @@ func (h *handler) product(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	t, err := h.totals(c, h.gen.Product(id))
+	t, err := h.totals(c, productEntity, id)
 	if err != nil {
 		return err
 	}
@@ -98,7 +99,7 @@ func (h *handler) userClicks(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	t, err := h.totals(c, h.gen.User(id))
+	t, err := h.totals(c, userEntity, id)
 	if err != nil {
 		return err
 	}
@@ -122,7 +123,7 @@ func (h *handler) topProducts(c echo.Context) error {
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	zs, err := h.rdb.ZRevRangeWithScores(ctx, h.gen.TopProducts(), 0, int64(limit-1)).Result()
+	zs, err := h.top(ctx, int64(limit))
 	if err != nil {
 		return err
 	}
@@ -131,6 +132,31 @@ func (h *handler) topProducts(c echo.Context) error {
 		out[i] = ProductClicks{ProductID: z.Member.(string), Clicks: int64(z.Score)}
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// top reads the ranking of the current generation, with the pointer in the same
+// MULTI/EXEC (see generations).
+func (h *handler) top(ctx context.Context, limit int64) ([]redis.Z, error) {
+	gen := h.gens.load()
+	for redo := 0; ; redo++ {
+		pipe := h.rdb.TxPipeline()
+		ptr := pipe.Get(ctx, h.keys.Generation())
+		zs := pipe.ZRevRangeWithScores(ctx, gen.TopProducts(), 0, limit-1)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		if err := zs.Err(); err != nil {
+			return nil, err
+		}
+		next, moved, err := h.gens.check(gen, ptr.Val())
+		if err != nil || !moved {
+			return zs.Val(), err
+		}
+		if redo == maxRedo {
+			return nil, errPointerMoving
+		}
+		gen = next
+	}
 }
 
 // Pipeline is the state of the stream and its consumer groups.
@@ -163,16 +189,23 @@ func (h *handler) pipeline(c echo.Context) error {
 	ctx, cancel := h.ctx(c)
 	defer cancel()
 	stream := h.keys.Stream()
-	p := Pipeline{Stream: stream, Generation: h.gen.Number, Groups: []Group{},
-		DeadLetter: DeadLetters{Stream: h.keys.DeadLetter()}}
+	p := Pipeline{Stream: stream, Groups: []Group{}, DeadLetter: DeadLetters{Stream: h.keys.DeadLetter()}}
 	pipe := h.rdb.Pipeline()
 	info := pipe.XInfoStream(ctx, stream)
 	groups := pipe.XInfoGroups(ctx, stream)
 	dlen := pipe.XLen(ctx, h.keys.DeadLetter())
-	_, err := pipe.Exec(ctx)
-	if err != nil && !isNoStream(err) {
+	ptr := pipe.Get(ctx, h.keys.Generation())
+	pipe.Exec(ctx) // errors are per command, below
+	for _, err := range []error{info.Err(), groups.Err(), dlen.Err(), ptr.Err()} {
+		if err != nil && !isNoStream(err) && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	gen, err := events.ParseGeneration(ptr.Val())
+	if err != nil {
 		return err
 	}
+	p.Generation = gen
 	if info.Err() == nil {
 		p.Length = info.Val().Length
 		p.LastID = info.Val().LastGeneratedID

@@ -15,15 +15,36 @@ import (
 // pipeline. Under load this turns many small Redis round trips (each a pair of system
 // calls on both sides) into a few large ones; with one request at a time it costs one
 // round trip, as a direct call would.
+//
+// The pipeline is a MULTI/EXEC that also reads the generation pointer, so that every
+// answer in it comes from the generation that was current (see generations).
 type totalsReader struct {
 	rdb     *redis.Client
+	gens    *generations
 	timeout time.Duration
 	queue   chan *readReq
 }
 
+// entity is what a totals request is about.
+type entity uint8
+
+const (
+	userEntity entity = iota
+	productEntity
+)
+
 type readReq struct {
-	key  string
+	kind entity
+	id   string
 	done chan readResult
+}
+
+// key is the request's hash in generation gen.
+func (r *readReq) key(gen events.GenKeys) string {
+	if r.kind == productEntity {
+		return gen.Product(r.id)
+	}
+	return gen.User(r.id)
 }
 
 type readResult struct {
@@ -34,8 +55,8 @@ type readResult struct {
 // maxReadBatch bounds one pipeline.
 const maxReadBatch = 256
 
-func newTotalsReader(ctx context.Context, rdb *redis.Client, timeout time.Duration, loops int) *totalsReader {
-	r := &totalsReader{rdb: rdb, timeout: timeout, queue: make(chan *readReq, 1024)}
+func newTotalsReader(ctx context.Context, rdb *redis.Client, gens *generations, timeout time.Duration, loops int) *totalsReader {
+	r := &totalsReader{rdb: rdb, gens: gens, timeout: timeout, queue: make(chan *readReq, 1024)}
 	for i := 0; i < loops; i++ {
 		go r.loop(ctx)
 	}
@@ -44,9 +65,10 @@ func newTotalsReader(ctx context.Context, rdb *redis.Client, timeout time.Durati
 
 var errReaderStopped = errors.New("reader stopped")
 
-// Totals returns the counters stored at key (zeros for a key that does not exist).
-func (r *totalsReader) Totals(ctx context.Context, key string) (Totals, error) {
-	req := &readReq{key: key, done: make(chan readResult, 1)}
+// Totals returns the counters of one user or product in the current generation (zeros
+// for one never seen).
+func (r *totalsReader) Totals(ctx context.Context, kind entity, id string) (Totals, error) {
+	req := &readReq{kind: kind, id: id, done: make(chan readResult, 1)}
 	select {
 	case r.queue <- req:
 	case <-ctx.Done():
@@ -86,20 +108,44 @@ func (r *totalsReader) loop(ctx context.Context) {
 				break gather
 			}
 		}
-		cctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-		pipe := r.rdb.Pipeline()
-		cmds = cmds[:0]
-		for _, req := range batch {
-			cmds = append(cmds, pipe.HMGet(cctx, req.key, events.FieldClicks, events.FieldPageViews, events.FieldDwellMs, events.FieldDwellCount))
-		}
-		_, err := pipe.Exec(cctx)
-		cancel()
+		var err error
+		cmds, err = r.read(batch, cmds)
 		for i, req := range batch {
+			if err == nil {
+				err = cmds[i].Err()
+			}
 			if err != nil {
 				req.done <- readResult{err: err}
 				continue
 			}
 			req.done <- readResult{t: parseTotals(cmds[i].Val())}
+		}
+	}
+}
+
+// read sends the batch's HMGETs, with the generation pointer, in one MULTI/EXEC, and
+// does it again if the pointer had moved since the last read.
+func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd) ([]*redis.SliceCmd, error) {
+	gen := r.gens.load()
+	for redo := 0; ; redo++ {
+		cctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		pipe := r.rdb.TxPipeline()
+		ptr := pipe.Get(cctx, r.gens.keys.Generation())
+		cmds = cmds[:0]
+		for _, req := range batch {
+			cmds = append(cmds, pipe.HMGet(cctx, req.key(gen), events.FieldClicks, events.FieldPageViews, events.FieldDwellMs, events.FieldDwellCount))
+		}
+		_, err := pipe.Exec(cctx)
+		cancel()
+		if err != nil && !errors.Is(err, redis.Nil) { // Nil: the pointer is unset
+			return cmds, err
+		}
+		var moved bool
+		if gen, moved, err = r.gens.check(gen, ptr.Val()); err != nil || !moved {
+			return cmds, err
+		}
+		if redo == maxRedo {
+			return cmds, errPointerMoving
 		}
 	}
 }

@@ -2,11 +2,13 @@ package main
 
 import "github.com/labstack/echo/v4"
 
-// routes is queryapi's whole HTTP surface (plus /healthz and /readyz from server.New).
-func routes(e *echo.Echo, h *handler) {
-	e.GET("/v1/users/:id", h.user)
-	e.GET("/v1/products/top", h.topProducts)
-	e.GET("/v1/products/:id", h.product)
-	e.GET("/v1/pipeline", h.pipeline)
-	e.GET("/user/:id/clicks", h.userClicks) // the original article's endpoint
+// routes is queryapi's whole HTTP surface (plus /healthz and /readyz from server.New,
+// which stay open). auth guards every route listed here.
+func routes(e *echo.Echo, h *handler, auth echo.MiddlewareFunc) {
+	e.GET("/v1/users/:id", h.user, auth)
+	e.GET("/v1/products/top", h.topProducts, auth)
+	e.GET("/v1/products/:id", h.product, auth)
+	e.GET("/v1/pipeline", h.pipeline, auth)
+	e.GET("/v1/rebuild", h.rebuild, auth)
+	e.GET("/user/:id/clicks", h.userClicks, auth) // the original article's endpoint
 }

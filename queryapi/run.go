@@ -14,9 +14,11 @@ import (
 
 // Config is queryapi's configuration, read from the environment.
 type Config struct {
-	Addr         string        // QUERY_ADDR
-	Namespace    string        // REDIS_NAMESPACE
-	RedisTimeout time.Duration // REDIS_TIMEOUT
+	Addr         string              // QUERY_ADDR
+	Namespace    string              // REDIS_NAMESPACE
+	RedisTimeout time.Duration       // REDIS_TIMEOUT
+	Keys         []string            // QUERY_KEYS: read keys; none leaves the API open
+	HTTP         config.HTTPTimeouts // HTTP_*_TIMEOUT
 }
 
 func readConfig(r *config.Reader) Config {
@@ -24,6 +26,8 @@ func readConfig(r *config.Reader) Config {
 		Addr:         r.Addr("QUERY_ADDR", ":8081"),
 		Namespace:    r.Namespace(),
 		RedisTimeout: r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
+		Keys:         r.Keys("QUERY_KEYS"),
+		HTTP:         r.HTTPTimeouts(),
 	}
 }
 
@@ -46,7 +50,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	ropt.ReadTimeout = cfg.RedisTimeout
 	ropt.WriteTimeout = cfg.RedisTimeout
 	ropt.PoolTimeout = cfg.RedisTimeout
-	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace)
+	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace,
+		"keys", len(cfg.Keys))
+	if len(cfg.Keys) == 0 {
+		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
+	}
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	if ln == nil {
@@ -58,11 +66,12 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	keys := events.NewKeys(cfg.Namespace)
 	rctx, stopReader := context.WithCancel(context.Background())
 	defer stopReader()
-	h := &handler{rdb: rdb, keys: keys, gen: keys.Gen(1), timeout: cfg.RedisTimeout,
-		reader: newTotalsReader(rctx, rdb, cfg.RedisTimeout, 4)}
+	gens := newGenerations(keys)
+	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout,
+		reader: newTotalsReader(rctx, rdb, gens, cfg.RedisTimeout, 4)}
 	e := server.New(logger, server.PingRedis(rdb))
-	routes(e, h)
-	err := server.Run(ctx, e, ln, logger, 10*time.Second)
+	routes(e, h, server.RequireKey("queryapi", cfg.Keys))
+	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)
 	logger.Info("queryapi stopped")
 	return err
 }

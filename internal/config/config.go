@@ -98,6 +98,11 @@ func (r *Reader) Redis() *redis.Options {
 	v := r.String("REDIS_URL", DefaultRedisURL)
 	opt, err := redis.ParseURL(v)
 	if err != nil {
+		// net/url's errors quote the whole URL, password included: keep only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		r.bad("REDIS_URL", MaskURL(v), "want redis://[user:password@]host:port/db, rediss://… or unix:///path/to/socket ("+err.Error()+")")
 		opt, _ = redis.ParseURL(DefaultRedisURL)
 	}
@@ -142,14 +147,101 @@ func (r *Reader) Logger(w io.Writer) *slog.Logger {
 	}
 }
 
-// MaskURL hides the password of a URL, for logs.
+// MaskURL hides the password of a URL, for logs, also in a URL that does not parse.
 func MaskURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	if err != nil {
+		// Everything from the first ':' of the user info to its '@' is the password.
+		_, rest, ok := strings.Cut(raw, "://")
+		at := strings.LastIndexByte(rest, '@')
+		if !ok || at < 0 {
+			return raw
+		}
+		userinfo := rest[:at]
+		colon := strings.IndexByte(userinfo, ':')
+		if colon < 0 {
+			return raw
+		}
+		start := len(raw) - len(rest) + colon + 1
+		return raw[:start] + "xxxxx" + raw[len(raw)-len(rest)+at:]
+	}
+	if u.User == nil {
 		return raw
 	}
 	if _, has := u.User.Password(); has {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	return u.String()
+}
+
+// Fraction reads a number f with 0 < f ≤ 1, such as 0.9.
+func (r *Reader) Fraction(name string, def float64) float64 {
+	v := r.getenv(name)
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f > 0 && f <= 1) {
+		r.bad(name, v, "want a fraction above 0 and at most 1, e.g. 0.9")
+		return def
+	}
+	return f
+}
+
+// Keys reads a comma-separated list of API keys (INGEST_KEYS, QUERY_KEYS). Unset means
+// none. A key is a secret: errors name the variable and the key's position, never the
+// key. A key may not contain ':' (HTTP Basic would split it) or spaces and control
+// characters (HTTP headers would mangle them).
+func (r *Reader) Keys(name string) []string {
+	v := r.getenv(name)
+	if v == "" {
+		return nil
+	}
+	var keys []string
+	bad := false
+	for i, k := range strings.Split(v, ",") {
+		k = strings.TrimSpace(k)
+		if k == "" {
+			continue
+		}
+		if strings.ContainsFunc(k, func(c rune) bool { return c == ':' || c <= ' ' || c == 0x7f }) {
+			r.errs = append(r.errs, fmt.Errorf("%s: key %d contains ':', a space or a control character", name, i+1))
+			bad = true
+			continue
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 && !bad {
+		r.errs = append(r.errs, fmt.Errorf("%s is set but holds no key; unset it to leave the API open", name))
+	}
+	return keys
+}
+
+// HTTPTimeouts bound the phases of one HTTP exchange, so that a slow or idle client
+// cannot hold a connection (and a handler) for long.
+type HTTPTimeouts struct {
+	ReadHeader time.Duration // HTTP_READ_HEADER_TIMEOUT: request line and headers
+	Read       time.Duration // HTTP_READ_TIMEOUT: the whole request, body included
+	Write      time.Duration // HTTP_WRITE_TIMEOUT: from the end of the headers to the end of the answer
+	Idle       time.Duration // HTTP_IDLE_TIMEOUT: a kept-alive connection between requests
+}
+
+// DefaultHTTPTimeouts are the HTTP_* defaults.
+var DefaultHTTPTimeouts = HTTPTimeouts{
+	ReadHeader: 5 * time.Second,
+	Read:       10 * time.Second,
+	Write:      30 * time.Second,
+	Idle:       120 * time.Second,
+}
+
+// HTTPTimeouts reads HTTP_READ_HEADER_TIMEOUT, HTTP_READ_TIMEOUT, HTTP_WRITE_TIMEOUT and
+// HTTP_IDLE_TIMEOUT.
+func (r *Reader) HTTPTimeouts() HTTPTimeouts {
+	d := DefaultHTTPTimeouts
+	return HTTPTimeouts{
+		ReadHeader: r.Duration("HTTP_READ_HEADER_TIMEOUT", d.ReadHeader, 10*time.Millisecond),
+		Read:       r.Duration("HTTP_READ_TIMEOUT", d.Read, 10*time.Millisecond),
+		Write:      r.Duration("HTTP_WRITE_TIMEOUT", d.Write, 10*time.Millisecond),
+		Idle:       r.Duration("HTTP_IDLE_TIMEOUT", d.Idle, 10*time.Millisecond),
+	}
 }

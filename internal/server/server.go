@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/clickstream/pipeline/internal/config"
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
 )
@@ -86,7 +87,12 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		status, body := classify(err)
 		if status == http.StatusServiceUnavailable {
 			c.Response().Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
-			logger.Warn("unavailable", "method", c.Request().Method, "path", c.Path(), "err", err)
+			// A *Status 503 is a decision the service made and logs itself (ingest's
+			// backpressure logs when it starts and ends, not once per refused request).
+			var st *Status
+			if !errors.As(err, &st) {
+				logger.Warn("unavailable", "method", c.Request().Method, "path", c.Path(), "err", err)
+			}
 		}
 		if status == http.StatusInternalServerError {
 			logger.Error("internal error", "method", c.Request().Method, "path", c.Path(), "err", err)
@@ -164,21 +170,33 @@ func isRedisUnavailable(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// Run serves e on addr until ctx is cancelled, then stops accepting connections and
-// waits up to grace for requests in flight. ln, when not nil, is used instead of addr
-// (tests pass a listener on 127.0.0.1:0).
+// Run is Serve with config.DefaultHTTPTimeouts.
 func Run(ctx context.Context, e *echo.Echo, ln net.Listener, logger *slog.Logger, grace time.Duration) error {
+	return Serve(ctx, e, ln, logger, grace, config.DefaultHTTPTimeouts)
+}
+
+// Serve serves e on ln until ctx is cancelled, then stops accepting connections and
+// waits up to grace for requests in flight. The timeouts cut off clients that send
+// too slowly (a body dripped a byte at a time fails its read at t.Read, which ends the
+// handler), read too slowly, or hold idle connections.
+func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, logger *slog.Logger, grace time.Duration, t config.HTTPTimeouts) error {
+	// net/http applies ReadTimeout's deadline only once the headers are in, so the
+	// headers alone get ReadHeaderTimeout: capped, HTTP_READ_TIMEOUT bounds them too.
+	if t.Read > 0 && (t.ReadHeader == 0 || t.ReadHeader > t.Read) {
+		t.ReadHeader = t.Read
+	}
 	srv := &http.Server{
 		Handler:           e,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String())
+	logger.Info("listening", "addr", ln.Addr().String(), "read_header_timeout", t.ReadHeader,
+		"read_timeout", t.Read, "write_timeout", t.Write, "idle_timeout", t.Idle)
 	select {
 	case err := <-errc:
 		return err

@@ -240,3 +240,55 @@ func eventJSON(e events.Event) string {
 }
 
 func cores() int { return runtime.NumCPU() }
+
+// cpuMeter reads how much CPU time processes used, from /proc, to show where a
+// measurement's CPU went (server, Redis, the load generator itself).
+type cpuMeter struct {
+	pids  []int
+	start []time.Duration
+	t0    time.Time
+}
+
+func newCPUMeter(pids ...int) *cpuMeter {
+	m := &cpuMeter{pids: pids, t0: time.Now()}
+	for _, p := range pids {
+		m.start = append(m.start, cpuTime(p))
+	}
+	return m
+}
+
+// cores returns, per process, the average number of cores used since the meter started.
+func (m *cpuMeter) cores() []float64 {
+	wall := time.Since(m.t0)
+	out := make([]float64, len(m.pids))
+	for i, p := range m.pids {
+		out[i] = float64(cpuTime(p)-m.start[i]) / float64(wall)
+	}
+	return out
+}
+
+// cpuTime is utime+stime of a process (all threads), or 0 when it cannot be read.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	// Fields after the command name, which is in parentheses and may contain spaces.
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+func (b *bench) cpuSummary(m *cpuMeter) string {
+	c := m.cores()
+	return fmt.Sprintf("CPU cores used: server %.2f, redis %.2f, load generator %.2f", c[0], c[1], c[2])
+}

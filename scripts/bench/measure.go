@@ -130,9 +130,10 @@ func (b *bench) all() error {
 
 	// 4. Freshness under a steady offered load, read through queryapi.
 	queryAddr := freeAddr()
-	if _, err := b.start("queryapi", []string{b.dir + "/queryapi"},
+	queryProc, err := b.start("queryapi", []string{b.dir + "/queryapi"},
 		[]string{"REDIS_URL=" + b.url, "REDIS_NAMESPACE=drain", "QUERY_ADDR=" + queryAddr, "LOG_LEVEL=warn"},
-		"http://"+queryAddr+"/readyz"); err != nil {
+		"http://"+queryAddr+"/readyz")
+	if err != nil {
 		return err
 	}
 	fresh, offered, err := b.freshness(ingestAddr, queryAddr)
@@ -147,7 +148,9 @@ func (b *bench) all() error {
 	q := httpLoad{addr: queryAddr, conns: b.o.conns, duration: b.o.window, okStatus: http.StatusOK,
 		request: cycle(4096, func(i int) []byte { return getRequest(queryAddr, "/v1/users/"+syntheticEvent(i*31).UserID) })}
 	q.run() // warm-up
+	m := newCPUMeter(queryProc.Process.Pid, b.redis.Process.Pid, os.Getpid())
 	qr := q.run()
+	b.logf("queries: %s req/s; %s", num(qr.rps()), b.cpuSummary(m))
 	if qr.firstErr != nil {
 		return fmt.Errorf("query load: %w", qr.firstErr)
 	}
@@ -207,11 +210,12 @@ func (b *bench) singleEvent(name string, argv func(addr string) []string, env ..
 	warm := l
 	warm.duration = b.o.window / 3
 	warm.run()
+	m := newCPUMeter(p.Process.Pid, b.redis.Process.Pid, os.Getpid())
 	res := l.run()
 	if res.firstErr != nil {
 		return res, fmt.Errorf("%s: %w", name, res.firstErr)
 	}
-	b.logf("%s: %s req/s, p50 %s, p99 %s", name, num(res.rps()), ms(res.pct(0.5)), ms(res.pct(0.99)))
+	b.logf("%s: %s req/s, p50 %s, p99 %s; %s", name, num(res.rps()), ms(res.pct(0.5)), ms(res.pct(0.99)), b.cpuSummary(m))
 	return res, nil
 }
 

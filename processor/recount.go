@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/config"
+	"github.com/redis/go-redis/v9"
+)
+
+// runRecount is `processor recount`: it counts a window of the stream straight from
+// the entries and prints the totals per event type, overall and for one user or
+// product. It writes nothing.
+func runRecount(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("processor recount", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	from := fs.String("from", "", "start of the window, inclusive: an RFC 3339 time or a stream id (default: the oldest entry)")
+	to := fs.String("to", "", "end of the window, exclusive: an RFC 3339 time or a stream id (default: the newest entry, included)")
+	user := fs.String("user", "", "also show this user's totals")
+	product := fs.String("product", "", "also show this product's totals")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("recount: unexpected argument %q", fs.Arg(0))
+	}
+	start, end := "-", "+"
+	if *from != "" {
+		id, err := windowBound(*from)
+		if err != nil {
+			return fmt.Errorf("recount: --from: %w", err)
+		}
+		start = id
+	}
+	if *to != "" {
+		id, err := windowBound(*to)
+		if err != nil {
+			return fmt.Errorf("recount: --to: %w", err)
+		}
+		end = "(" + id
+	}
+	for _, f := range []struct{ name, v string }{{"--user", *user}, {"--product", *product}} {
+		if f.v != "" && !events.ValidID(f.v) {
+			return fmt.Errorf("recount: %s: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", f.name)
+		}
+	}
+
+	r := config.NewReader(getenv)
+	cfg := readConfig(r)
+	ropt := r.Redis()
+	if err := r.Err(); err != nil {
+		return err
+	}
+	ropt.ReadTimeout = cfg.RedisTimeout
+	rdb := redis.NewClient(ropt)
+	defer rdb.Close()
+	keys := events.NewKeys(cfg.Namespace)
+
+	rc := recount{user: *user, product: *product}
+	began := time.Now()
+	if err := rc.count(ctx, rdb, keys.Stream(), start, end, cfg.RedisTimeout); err != nil {
+		return err
+	}
+	if err := rc.print(stdout, keys, start, end, time.Since(began)); err != nil {
+		return err
+	}
+	// Entries that retention trimmed are only in the checkpoint, which has no times.
+	cctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
+	defer cancel()
+	ck, err := rdb.HGetAll(cctx, keys.CheckpointInfo()).Result()
+	if err != nil {
+		return err
+	}
+	if pos := ck[events.CheckpointFieldPosition]; pos != "" && (start == "-" || events.CompareIDs(start, pos) <= 0) {
+		fmt.Fprintf(stdout, "note: the window reaches before %s: %s entries up to there were trimmed by retention and are not in this count (the checkpoint holds their totals)\n",
+			events.NextID(pos), ck[events.CheckpointFieldEntries])
+	}
+	return nil
+}
+
+var streamID = regexp.MustCompile(`^[0-9]{1,20}(-[0-9]{1,20})?$`)
+
+// windowBound turns an RFC 3339 time or a stream id into a stream id: a time is the
+// first id of its millisecond.
+func windowBound(v string) (string, error) {
+	if streamID.MatchString(v) {
+		if !strings.Contains(v, "-") {
+			v += "-0"
+		}
+		if ms, seq, _ := strings.Cut(v, "-"); !fitsUint64(ms) || !fitsUint64(seq) {
+			return "", fmt.Errorf("%q: stream id out of range", v)
+		}
+		return v, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return "", fmt.Errorf("%q is neither an RFC 3339 time (2006-01-02T15:04:05Z) nor a stream id (1712345678901-0)", v)
+	}
+	if t.UnixMilli() < 0 {
+		return "", fmt.Errorf("%q is before 1970", v)
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10) + "-0", nil
+}
+
+func fitsUint64(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
+}
+
+// recount holds the totals of a window.
+type recount struct {
+	user, product string
+
+	entries, bad      int64
+	first, last       string
+	all, users, prods totals
+}
+
+// recountChunk is how many entries one XRANGE returns.
+const recountChunk = 10_000
+
+func (rc *recount) count(ctx context.Context, rdb *redis.Client, stream, start, end string, timeout time.Duration) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		msgs, err := rdb.XRangeN(cctx, stream, start, end, recountChunk).Result()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("XRANGE %s %s %s: %w", stream, start, end, err)
+		}
+		for _, e := range decodeMessages(msgs) {
+			rc.entries++
+			if rc.first == "" {
+				rc.first = e.ID
+			}
+			rc.last = e.ID
+			if e.Bad != nil {
+				rc.bad++
+				continue
+			}
+			rc.all.add(&e.Event)
+			if rc.user != "" && e.Event.UserID == rc.user {
+				rc.users.add(&e.Event)
+			}
+			if rc.product != "" && e.Event.ProductID == rc.product {
+				rc.prods.add(&e.Event)
+			}
+		}
+		if len(msgs) < recountChunk {
+			return nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
+func (rc *recount) print(w io.Writer, keys events.Keys, start, end string, took time.Duration) error {
+	from, to := "the oldest entry", "the newest"
+	if start != "-" {
+		from = start
+	}
+	if end != "+" {
+		to = "before " + end[1:]
+	}
+	fmt.Fprintf(w, "recount of %s from %s to %s: %d entries (%d undecodable, not counted) in %v\n",
+		keys.Stream(), from, to, rc.entries, rc.bad, took.Round(time.Millisecond))
+	if rc.entries > 0 {
+		fmt.Fprintf(w, "first entry %s, last entry %s\n", rc.first, rc.last)
+	}
+	name := 3
+	for _, id := range []string{"user " + rc.user, "product " + rc.product} {
+		name = max(name, len(id))
+	}
+	fmt.Fprintf(w, "%-*s %10s %10s %10s %10s %14s\n", name, "", "events", "clicks", "page_views", "dwells", "dwell_ms")
+	row := func(label string, t totals) {
+		fmt.Fprintf(w, "%-*s %10d %10d %10d %10d %14d\n", name, label, t.Clicks+t.PageViews+t.DwellCount, t.Clicks, t.PageViews, t.DwellCount, t.DwellMs)
+	}
+	row("all", rc.all)
+	if rc.user != "" {
+		row("user "+rc.user, rc.users)
+	}
+	if rc.product != "" {
+		row("product "+rc.product, rc.prods)
+	}
+	return nil
+}

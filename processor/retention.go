@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed fold.lua
+var foldSource string
+
+// foldScript folds a batch of old entries into the checkpoint and trims them; see
+// fold.lua for why both happen in one step and when it refuses.
+var foldScript = redis.NewScript(foldSource)
+
+// Retention keeps the stream bounded (STREAM_RETENTION) without losing the ability
+// to rebuild: every processor runs one, and the one that holds the retention lock
+// folds the entries older than the retention into the checkpoint, then trims them.
+// An entry that some consumer group has not acked is never trimmed, and neither is
+// anything after it.
+type Retention struct {
+	rdb    *redis.Client
+	keys   events.Keys
+	cfg    Config
+	holder string
+	logger *slog.Logger
+}
+
+// Run folds and trims every min(retention/10, 1 min) until stop is closed.
+func (r *Retention) Run(stop <-chan struct{}) {
+	every := min(max(r.cfg.Retention/10, 100*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	l := &lock{rdb: r.rdb, key: r.keys.RetentionLock(), holder: r.holder, ttl: max(2*every, 10*time.Second)}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		folded, trimmed, err := r.pass(ctx, l, time.Now())
+		cancel()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			r.logger.Warn("retention pass failed", "err", err)
+		}
+		if folded > 0 {
+			r.logger.Info("folded old entries into the checkpoint and trimmed them from the stream",
+				"entries", folded, "trimmed", trimmed, "retention", r.cfg.Retention)
+		}
+	}
+}
+
+// pass takes the lock and folds and trims, in batches, every entry older than the
+// retention that every group has acked. It returns at once if another processor
+// holds the lock.
+func (r *Retention) pass(ctx context.Context, l *lock, now time.Time) (folded, trimmed int64, err error) {
+	lctx, cancel := context.WithTimeout(ctx, r.cfg.RedisTimeout)
+	_, err = l.acquire(lctx)
+	cancel()
+	if errors.Is(err, errLockHeld) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), r.cfg.RedisTimeout)
+		l.release(rctx)
+		cancel()
+	}()
+	cutoff := strconv.FormatInt(now.Add(-r.cfg.Retention).UnixMilli(), 10) + "-0"
+	for ctx.Err() == nil {
+		n, t, more, err := r.foldBatch(ctx, cutoff)
+		folded += n
+		trimmed += t
+		if err != nil || !more {
+			return folded, trimmed, err
+		}
+		if ok, err := l.refresh(ctx); err != nil || !ok {
+			return folded, trimmed, errors.Join(errLockLost, err)
+		}
+	}
+	return folded, trimmed, ctx.Err()
+}
+
+// foldBatch folds and trims one batch of entries before cutoff. more reports whether
+// a full batch was folded, so there may be more to do.
+func (r *Retention) foldBatch(ctx context.Context, cutoff string) (folded, trimmed int64, more bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.RedisTimeout)
+	defer cancel()
+	bound, err := ackedBound(ctx, r.rdb, r.keys.Stream())
+	if err != nil || bound == "" {
+		return 0, 0, false, err
+	}
+	if events.CompareIDs(bound, cutoff) < 0 {
+		cutoff = bound
+	}
+	pos, err := r.rdb.HGet(ctx, r.keys.CheckpointInfo(), events.CheckpointFieldPosition).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, 0, false, err
+	}
+	start := "-"
+	if pos != "" {
+		start = "(" + pos
+	}
+	msgs, err := r.rdb.XRangeN(ctx, r.keys.Stream(), start, "("+cutoff, int64(r.cfg.Batch)).Result()
+	if err != nil || len(msgs) == 0 {
+		return 0, 0, false, err
+	}
+	ck := r.keys.Checkpoint()
+	t := newTally(ck)
+	for _, e := range decodeMessages(msgs) {
+		if e.Bad == nil {
+			t.add(&e.Event)
+		}
+	}
+	last := msgs[len(msgs)-1].ID
+	keys := append([]string{r.keys.Stream(), r.keys.CheckpointInfo(), ck.TopProducts()}, t.keys...)
+	argv := []any{events.CheckpointFieldPosition, events.CheckpointFieldEntries, pos, last, events.NextID(last), len(msgs)}
+	argv = t.appendArgs(argv, 4)
+	n, err := foldScript.Run(ctx, r.rdb, keys, argv...).Int64()
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("fold %s..%s: %w", msgs[0].ID, last, err)
+	}
+	if n < 0 { // a group or another folder moved in between: the next pass retries
+		return 0, 0, false, nil
+	}
+	return int64(len(msgs)), n, len(msgs) == r.cfg.Batch, nil
+}
+
+// ackedBound returns the smallest id that some consumer group has not acked: every
+// entry before it has been delivered to and acked by every group. It returns "" when
+// the stream has no group (nothing may be trimmed then).
+func ackedBound(ctx context.Context, rdb redis.UniversalClient, stream string) (string, error) {
+	groups, err := rdb.XInfoGroups(ctx, stream).Result()
+	if err != nil {
+		if isNoStream(err) {
+			return "", nil
+		}
+		return "", err
+	}
+	pipe := rdb.Pipeline()
+	pending := make([]*redis.XPendingCmd, len(groups))
+	for i, g := range groups {
+		pending[i] = pipe.XPending(ctx, stream, g.Name)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return "", err
+	}
+	bound := ""
+	lower := func(id string) {
+		if bound == "" || events.CompareIDs(id, bound) < 0 {
+			bound = id
+		}
+	}
+	for i, g := range groups {
+		lower(events.NextID(g.LastDeliveredID))
+		if p := pending[i].Val(); p.Count > 0 {
+			lower(p.Lower)
+		}
+	}
+	return bound, nil
+}
+
+// isNoStream reports the errors XINFO and XGROUP give for a stream that does not
+// exist yet.
+func isNoStream(err error) bool {
+	return err != nil && (errors.Is(err, redis.Nil) || strings.Contains(err.Error(), "no such key") ||
+		strings.Contains(err.Error(), "requires the key to exist"))
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/clickstream/pipeline/events"
+	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
+)
+
+// RebuildStatus is the progress of the last rebuild (`processor rebuild`), as it
+// recorded it, and the generation queries are answered from.
+type RebuildStatus struct {
+	// State is idle (no rebuild ever ran), building, switching, cleanup (switched; the
+	// old generation's keys are being removed), done, failed or cancelled. A rebuild
+	// whose process is gone (its lock expired) is reported as failed.
+	State             string `json:"state"`
+	Generation        int64  `json:"generation"` // the generation the rebuild builds (0 when idle)
+	CurrentGeneration int64  `json:"current_generation"`
+	Applied           int64  `json:"applied"`       // entries replayed into it so far
+	StreamLength      int64  `json:"stream_length"` // the stream's length now
+	Rate              int64  `json:"rate"`          // entries per second, at the last progress report
+	ETASeconds        *int64 `json:"eta_seconds"`   // null when unknown or not building
+	StartedAt         string `json:"started_at"`
+	UpdatedAt         string `json:"updated_at"`
+	Error             string `json:"error"`
+}
+
+func (h *handler) rebuild(c echo.Context) error {
+	ctx, cancel := h.ctx(c)
+	defer cancel()
+	pipe := h.rdb.Pipeline()
+	state := pipe.HGetAll(ctx, h.keys.RebuildState())
+	ptr := pipe.Get(ctx, h.keys.Generation())
+	xlen := pipe.XLen(ctx, h.keys.Stream())
+	lock := pipe.Exists(ctx, h.keys.RebuildLock())
+	pipe.Exec(ctx) // errors are per command, below
+	for _, err := range []error{state.Err(), ptr.Err(), xlen.Err(), lock.Err()} {
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	cur, err := events.ParseGeneration(ptr.Val())
+	if err != nil {
+		return err
+	}
+	m := state.Val()
+	st := RebuildStatus{State: m[events.RebuildFieldState], CurrentGeneration: cur, StreamLength: xlen.Val(),
+		StartedAt: m[events.RebuildFieldStarted], UpdatedAt: m[events.RebuildFieldUpdated], Error: m[events.RebuildFieldError]}
+	if st.State == "" {
+		st.State = "idle"
+	}
+	st.Generation, _ = strconv.ParseInt(m[events.RebuildFieldTarget], 10, 64)
+	st.Applied, _ = strconv.ParseInt(m[events.RebuildFieldApplied], 10, 64)
+	st.Rate, _ = strconv.ParseInt(m[events.RebuildFieldRate], 10, 64)
+	running := lock.Val() == 1
+	switch st.State {
+	case events.RebuildStateBuilding, events.RebuildStateSwitching:
+		if !running {
+			st.State = events.RebuildStateFailed
+			st.Error = "the rebuild process is gone (its lock expired): run `processor rebuild` to resume it, or `processor rebuild --cancel`"
+			break
+		}
+		if eta, err := strconv.ParseInt(m[events.RebuildFieldETA], 10, 64); err == nil && eta >= 0 {
+			st.ETASeconds = &eta
+		}
+	case events.RebuildStateCleanup:
+		if !running {
+			st.Error = "the removal of the replaced generation is unfinished: run `processor rebuild` to finish it"
+		}
+	case events.RebuildStateDone:
+		zero := int64(0)
+		st.ETASeconds = &zero
+	}
+	return c.JSON(http.StatusOK, st)
+}
