@@ -145,7 +145,8 @@ func classify(err error) (int, ErrorBody) {
 
 // isRedisUnavailable reports errors that mean Redis could not be reached in time or is
 // refusing work for now: timeouts, refused or dropped connections, a loading or
-// out-of-memory server.
+// out-of-memory server, or one that refuses our credentials (an operator must fix
+// that; to a client it is the same outage).
 func isRedisUnavailable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
 		return true
@@ -161,7 +162,7 @@ func isRedisUnavailable(err error) bool {
 	var re redis.Error
 	if errors.As(err, &re) {
 		msg := re.Error()
-		for _, p := range []string{"LOADING", "OOM", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN"} {
+		for _, p := range []string{"LOADING", "OOM", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOAUTH", "WRONGPASS"} {
 			if len(msg) >= len(p) && msg[:len(p)] == p {
 				return true
 			}
