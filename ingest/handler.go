@@ -35,18 +35,22 @@ func (h *handler) postEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.ingest(c, format)
+	return h.ingest(c, format, false)
 }
 
 // postClick is the original article's endpoint: the same JSON, recorded as a click.
 func (h *handler) postClick(c echo.Context) error {
-	if _, err := requestFormat(c.Request()); err != nil {
+	format, err := requestFormat(c.Request())
+	if err != nil {
 		return err
 	}
-	return h.ingest(c, events.JSON)
+	if format != events.JSON {
+		return &server.Status{Code: http.StatusUnsupportedMediaType, Msg: "POST /click takes application/json; send NDJSON to /v1/events"}
+	}
+	return h.ingest(c, format, true)
 }
 
-func (h *handler) ingest(c echo.Context, format events.Format) error {
+func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) error {
 	// Refused before the body is read: shedding load should cost next to nothing.
 	if reason := h.bp.Reason(); reason != "" {
 		return &server.Status{Code: http.StatusServiceUnavailable, Msg: reason}
@@ -61,6 +65,14 @@ func (h *handler) ingest(c echo.Context, format events.Format) error {
 	evs, err := events.DecodeRequest(body, format, h.cfg.MaxEvents, h.now())
 	if err != nil {
 		return decodeError(err, h.cfg.MaxEvents)
+	}
+	if clicksOnly {
+		for i := range evs {
+			if evs[i].Type != events.Click {
+				return &server.Status{Code: http.StatusBadRequest, Index: &i,
+					Msg: "type: POST /click records clicks only; send other types to /v1/events"}
+			}
+		}
 	}
 	// The deadline keeps a client from waiting on a Redis that does not answer: it gets a
 	// 503 with Retry-After instead.

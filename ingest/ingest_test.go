@@ -479,3 +479,24 @@ func TestConcurrentSingleEventPosts(t *testing.T) {
 		t.Errorf("stream holds %d distinct events, want %d", len(seen), total)
 	}
 }
+
+func TestClickEndpointRecordsClicksOnly(t *testing.T) {
+	t.Parallel()
+	h := startIngest(t, redistest.Start(t), nil)
+	for _, tc := range []struct {
+		name, ct, body string
+		status         int
+	}{
+		{"page view", "application/json", `{"user_id":"u1","product_id":"p1","type":"page_view"}`, http.StatusBadRequest},
+		{"dwell", "application/json", `{"user_id":"u1","product_id":"p1","type":"dwell","duration_ms":5}`, http.StatusBadRequest},
+		{"ndjson", "application/x-ndjson", `{"user_id":"u1","product_id":"p1"}`, http.StatusUnsupportedMediaType},
+	} {
+		a := h.post(t, "/click", tc.ct, tc.body, false)
+		if a.status != tc.status || !strings.Contains(string(a.body), `"error"`) {
+			t.Errorf("%s: got %d %s, want %d with a JSON error", tc.name, a.status, a.body, tc.status)
+		}
+	}
+	if n := h.streamLen(t); n != 0 {
+		t.Fatalf("stream holds %d entries after rejected /click requests, want 0", n)
+	}
+}
