@@ -282,7 +282,7 @@ func (c *Consumer) Claim(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		g := c.cur.Load()
-		if err := c.claimOnce(stop, g); err != nil {
+		if err := c.claimOnce(stop, g); err != nil && !isNoGroup(err) { // NOGROUP: a switch; the read loop moves on
 			g.logger.Warn("claim failed", "err", err)
 		}
 	}
@@ -341,7 +341,9 @@ func (c *Consumer) Reap(stop <-chan struct{}) {
 		consumers, err := c.rdb.XInfoConsumers(ctx, c.keys.Stream(), g.keys.Group()).Result()
 		if err != nil {
 			cancel()
-			g.logger.Warn("list consumers failed", "err", err)
+			if !isNoGroup(err) {
+				g.logger.Warn("list consumers failed", "err", err)
+			}
 			continue
 		}
 		for _, ci := range consumers {

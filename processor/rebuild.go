@@ -86,6 +86,9 @@ func runRebuild(ctx context.Context, args []string, getenv func(string) string, 
 	fs.SetOutput(stderr)
 	cancelFlag := fs.Bool("cancel", false, "cancel the unfinished rebuild and delete the generation it was building")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -3,66 +3,81 @@ package main
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/redis/go-redis/v9"
 )
 
-// progress prints a progress line and records it in the state hash every second, and
-// stops the work when `rebuild --cancel` asks it to (before the switch only).
+// progress prints a progress line and records it in the state hash at once and then
+// every second, and stops the work when `rebuild --cancel` asks it to (before the switch
+// only).
 func (b *rebuilder) progress(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last, lastAt := b.replayed.Load(), time.Now()
-	rate := 0.0
+	rate := -1.0 // unknown until a second has passed
 	for {
+		length, remaining, cancelReq, err := b.measure(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			b.logger.Warn("progress: reading the stream failed", "err", err)
+		case cancelReq && !b.switched.Load():
+			b.printf("rebuild: cancel requested; stopping")
+			b.cancelWork(errCancelRequested)
+			return
+		default:
+			b.report(ctx, length, remaining, rate)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now := time.Now()
-		n := b.replayed.Load()
+		now, n := time.Now(), b.replayed.Load()
 		r := float64(n-last) / now.Sub(lastAt).Seconds()
-		if rate == 0 {
+		if rate < 0 {
 			rate = r
 		} else {
-			rate = 0.5*rate + 0.5*r
+			rate = 0.5*rate + 0.5*r // smoothed over the last few seconds
 		}
 		last, lastAt = n, now
-		length, remaining, cancelReq, err := b.measure(ctx)
-		if err != nil {
-			b.logger.Warn("progress: reading the stream failed", "err", err)
-			continue
-		}
-		if cancelReq && !b.switched.Load() {
-			b.printf("rebuild: cancel requested; stopping")
-			b.cancelWork(errCancelRequested)
-			return
-		}
-		state := events.RebuildStateBuilding
-		if b.pausing.Load() {
-			state = events.RebuildStateSwitching
-		}
-		if b.switched.Load() {
-			state = events.RebuildStateCleanup
-		}
-		eta := "?"
-		etaSeconds := int64(-1)
-		if rate > 0 && remaining >= 0 {
-			etaSeconds = int64(float64(remaining)/rate + 0.5)
-			eta = (time.Duration(etaSeconds) * time.Second).String()
-		}
-		applied := b.appliedBefore + n
-		b.printf("rebuild: generation %d %s: %d applied, stream %d, %.0f entries/s, eta %s",
-			b.target.Number, state, applied, length, rate, eta)
-		if b.switched.Load() {
-			continue
-		}
-		b.setState(ctx, events.RebuildFieldApplied, applied, events.RebuildFieldLength, length,
-			events.RebuildFieldRate, int64(rate), events.RebuildFieldETA, etaSeconds)
 	}
+}
+
+// report prints one progress line and records it in the state hash.
+func (b *rebuilder) report(ctx context.Context, length, remaining int64, rate float64) {
+	state := events.RebuildStateBuilding
+	if b.pausing.Load() {
+		state = events.RebuildStateSwitching
+	}
+	if b.switched.Load() {
+		state = events.RebuildStateCleanup
+	}
+	eta, etaSeconds := "?", int64(-1)
+	if rate > 0 && remaining >= 0 {
+		etaSeconds = int64(float64(remaining)/rate + 0.5)
+		eta = (time.Duration(etaSeconds) * time.Second).String()
+	}
+	rateText := "?"
+	if rate >= 0 {
+		rateText = strconv.FormatFloat(rate, 'f', 0, 64)
+	}
+	applied := b.appliedBefore + b.replayed.Load()
+	current := b.from.Number
+	if b.switched.Load() {
+		current = b.target.Number
+	}
+	b.printf("rebuild: %s generation %d: %d applied, stream %d, %s entries/s, eta %s; current generation %d",
+		state, b.target.Number, applied, length, rateText, eta, current)
+	if b.switched.Load() {
+		return
+	}
+	b.setState(ctx, events.RebuildFieldApplied, applied, events.RebuildFieldLength, length,
+		events.RebuildFieldRate, int64(max(rate, 0)), events.RebuildFieldETA, etaSeconds)
 }
 
 // measure returns the stream's length, how many entries the new group has yet to be

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +27,9 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 	user := fs.String("user", "", "also show this user's totals")
 	product := fs.String("product", "", "also show this product's totals")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if fs.NArg() > 0 {

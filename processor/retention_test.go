@@ -209,4 +209,3 @@ func snapshot(t *testing.T, rdb *redis.Client, gen events.GenKeys) map[string]ma
 	}
 	return out
 }
-

@@ -62,8 +62,8 @@ local last = ''
 if old then
   last = old['last-delivered-id']
   redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[5], 'replaced', 'EX', ARGV[10])
 end
-redis.call('SET', KEYS[5], 'replaced', 'EX', ARGV[10])
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[4], ARGV[5])
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
