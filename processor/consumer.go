@@ -41,6 +41,7 @@ type generation struct {
 type genBatch struct {
 	gen     *generation
 	entries []Entry
+	epoch   string // the group's claim epoch read just before the batch
 }
 
 // NewConsumer returns a consumer named name in gen's group.
@@ -113,7 +114,7 @@ func (c *Consumer) Run(stop <-chan struct{}) error {
 	readErr := make(chan error, 1)
 	go func() { readErr <- c.readLoop(stop, batches) }()
 	for b := range batches {
-		c.applyWithRetry(stop, b.gen, b.entries)
+		c.applyWithRetry(stop, b.gen, b.entries, b.epoch)
 	}
 	return <-readErr
 }
@@ -142,13 +143,13 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 			g, start = next, "0"
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Block+c.cfg.RedisTimeout)
-		res, err := c.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		msgs, epoch, err := readBatch(ctx, c.rdb, g.keys, &redis.XReadGroupArgs{
 			Group:    g.keys.Group(),
 			Consumer: c.name,
 			Streams:  []string{c.keys.Stream(), start},
 			Count:    int64(c.cfg.Batch),
 			Block:    c.cfg.Block,
-		}).Result()
+		})
 		cancel()
 		if errors.Is(err, redis.Nil) {
 			start = ">"
@@ -172,16 +173,19 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 			continue
 		}
 		backoff.reset()
-		msgs := res[0].Messages
-		if start == "0" && len(msgs) == 0 {
+		if start != ">" && len(msgs) == 0 {
+			// No more entries pending for this name: on to new ones.
 			start = ">"
 			continue
 		}
-		if start == "0" {
+		if start != ">" {
+			// Entries already pending for this name may also be held by another process
+			// that runs under the same name by mistake: only the checked path is safe.
+			epoch = ""
 			// Continue after the last pending entry we got.
 			start = msgs[len(msgs)-1].ID
 		}
-		out <- genBatch{gen: g, entries: decodeMessages(msgs)}
+		out <- genBatch{gen: g, entries: decodeMessages(msgs), epoch: epoch}
 	}
 }
 
@@ -207,17 +211,23 @@ func decodeMessages(msgs []redis.XMessage) []Entry {
 }
 
 // applyWithRetry applies a batch to the generation it was read from, retrying until it
-// succeeds or stop is closed. A retry is always safe (see Apply). Entries that cannot be
-// decoded are first published to the dead-letter stream, then acked by the same apply.
+// succeeds or stop is closed. Entries that cannot be decoded are first published to the
+// dead-letter stream, then acked by the same apply.
+//
+// epoch is the claim epoch read before the batch ("" when unknown). Only the first
+// attempt may use it: an attempt that failed on the way back (a timeout) may have been
+// applied, and then the batch is no longer pending, which only the checked path sees.
+// A retry on the checked path is always safe (see Apply).
 //
 // A batch whose group is gone was read from a generation that a rebuild has replaced:
 // the switch happened only once the new generation had counted every entry the old
 // group had delivered, so the batch is dropped, not applied.
-func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []Entry) {
+func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []Entry, epoch string) {
 	backoff := newBackoff()
 	published := false
 	for {
-		err := c.apply(g, batch, &published)
+		err := c.apply(g, batch, &published, epoch)
+		epoch = ""
 		if err == nil {
 			return
 		}
@@ -240,7 +250,7 @@ func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []E
 	}
 }
 
-func (c *Consumer) apply(g *generation, batch []Entry, published *bool) error {
+func (c *Consumer) apply(g *generation, batch []Entry, published *bool, epoch string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	defer cancel()
 	if !*published {
@@ -256,7 +266,7 @@ func (c *Consumer) apply(g *generation, batch []Entry, published *bool) error {
 		*published = true
 	}
 	c.applyMu.Lock()
-	applied, skipped, err := g.applier.Apply(ctx, batch)
+	applied, skipped, err := g.applier.ApplyAt(ctx, batch, epoch)
 	c.applyMu.Unlock()
 	if err != nil {
 		return err
@@ -292,21 +302,16 @@ func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) error {
 	start := "0-0"
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-		msgs, next, err := c.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-			Stream:   c.keys.Stream(),
-			Group:    g.keys.Group(),
-			Consumer: c.name,
-			MinIdle:  c.cfg.ClaimMinIdle,
-			Start:    start,
-			Count:    int64(c.cfg.Batch),
-		}).Result()
+		// Through claimPending, never a bare XAUTOCLAIM: the claim must bump the epoch
+		// that lets other batches skip the ownership check (see apply.lua).
+		msgs, next, err := claimPending(ctx, c.rdb, g.keys, c.keys.Stream(), c.name, c.cfg.ClaimMinIdle, start, c.cfg.Batch)
 		cancel()
 		if err != nil {
 			return err
 		}
 		if len(msgs) > 0 {
 			g.logger.Info("claimed entries left pending by another consumer", "entries", len(msgs), "first_id", msgs[0].ID)
-			c.applyWithRetry(stop, g, decodeMessages(msgs))
+			c.applyWithRetry(stop, g, decodeMessages(msgs), "")
 		}
 		if next == "0-0" || next == "" {
 			return nil
