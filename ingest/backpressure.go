@@ -23,6 +23,7 @@ import (
 // atomic: a request costs no Redis call for it.
 type backpressure struct {
 	rdb      *redis.Client
+	keys     events.Keys
 	stream   string
 	maxLag   int64   // MAX_LAG; 0 turns the lag check off
 	maxMem   float64 // MAX_REDIS_MEMORY, a fraction of maxmemory
@@ -34,7 +35,7 @@ type backpressure struct {
 }
 
 func newBackpressure(rdb *redis.Client, keys events.Keys, maxLag int64, maxMem float64, timeout time.Duration, logger *slog.Logger) *backpressure {
-	return &backpressure{rdb: rdb, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, logger: logger,
+	return &backpressure{rdb: rdb, keys: keys, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, logger: logger,
 		unknown: map[string]bool{}}
 }
 
@@ -94,7 +95,9 @@ func (b *backpressure) check(ctx context.Context) (string, error) {
 	pipe := b.rdb.Pipeline()
 	var groups *redis.Cmd
 	var stream *redis.XInfoStreamCmd
+	var gen *redis.StringCmd
 	if b.maxLag > 0 {
+		gen = pipe.Get(ctx, b.keys.Generation())
 		groups = pipe.Do(ctx, "XINFO", "GROUPS", b.stream)
 		stream = pipe.XInfoStream(ctx, b.stream)
 	}
@@ -110,7 +113,16 @@ func (b *backpressure) check(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("backpressure check: %w", err)
 	}
 	if b.maxLag > 0 {
-		lag, unknown, err := maxLag(groups, stream)
+		// Only the current generation's group counts: a rebuild's group starts far behind
+		// by design, and other readers of the stream are not this pipeline's processors.
+		if err := gen.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return "", fmt.Errorf("GET %s: %w", b.keys.Generation(), err)
+		}
+		n, err := events.ParseGeneration(gen.Val())
+		if err != nil {
+			return "", err
+		}
+		lag, unknown, err := maxLag(groups, stream, b.keys.Gen(n).Group())
 		if err != nil {
 			return "", fmt.Errorf("XINFO %s: %w", b.stream, err)
 		}
@@ -143,7 +155,7 @@ func (b *backpressure) noteUnknown(groups []string) {
 	b.unknown = now
 }
 
-// maxLag returns the largest lag of the stream's consumer groups: the lag Redis reports,
+// maxLag returns the lag of the consumer group named only: the lag Redis reports,
 // or, where Redis cannot tell (an entry after the group's position was deleted), the
 // entries added to the stream minus the entries the group has read, which counts the
 // deleted ones too and so errs on the side of caution. When entries-read is unknown as
@@ -151,7 +163,7 @@ func (b *backpressure) noteUnknown(groups []string) {
 // group is left out and returned in unknown: guessing entries-added would refuse
 // events for as long as the deleted entry's tombstone stays, and nothing else bounds
 // its lag short of walking the stream. No stream yet means no lag.
-func maxLag(groups *redis.Cmd, stream *redis.XInfoStreamCmd) (worst int64, unknown []string, err error) {
+func maxLag(groups *redis.Cmd, stream *redis.XInfoStreamCmd, only string) (worst int64, unknown []string, err error) {
 	if err := groups.Err(); err != nil {
 		if isNoSuchKey(err) {
 			return 0, nil, nil
@@ -182,6 +194,9 @@ func maxLag(groups *redis.Cmd, stream *redis.XInfoStreamCmd) (worst int64, unkno
 			name, lag, read = fields["name"], fields["lag"], fields["entries-read"]
 		default:
 			return 0, nil, fmt.Errorf("XINFO GROUPS: unexpected group %T", g)
+		}
+		if name != only {
+			continue
 		}
 		if n, ok := lag.(int64); ok {
 			worst = max(worst, n)

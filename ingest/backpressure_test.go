@@ -85,7 +85,7 @@ func TestBackpressureOnLag(t *testing.T) {
 	svc := startIngest(t, rs, map[string]string{"MAX_LAG": "5", "BACKPRESSURE_INTERVAL": "50ms"})
 	ctx := context.Background()
 	stream := svc.keys.Stream()
-	if err := svc.rdb.XGroupCreateMkStream(ctx, stream, "stalled", "$").Err(); err != nil {
+	if err := svc.rdb.XGroupCreateMkStream(ctx, stream, svc.keys.Gen(1).Group(), "$").Err(); err != nil {
 		t.Fatal(err)
 	}
 	c := svc.newClient(10 * time.Second)
@@ -118,7 +118,7 @@ func TestBackpressureOnLag(t *testing.T) {
 	}
 
 	// The group catches up.
-	if err := svc.rdb.XGroupSetID(ctx, stream, "stalled", "$").Err(); err != nil {
+	if err := svc.rdb.XGroupSetID(ctx, stream, svc.keys.Gen(1).Group(), "$").Err(); err != nil {
 		t.Fatal(err)
 	}
 	got := retryUntilAccepted(t, svc, c, `{"user_id":"u2","product_id":"p2","event_id":"after"}`, 200)
@@ -143,7 +143,7 @@ func TestBackpressureLagUnknown(t *testing.T) {
 	svc := startIngest(t, rs, map[string]string{"MAX_LAG": "5", "BACKPRESSURE_INTERVAL": "50ms"})
 	ctx := context.Background()
 	stream := svc.keys.Stream()
-	if err := svc.rdb.XGroupCreateMkStream(ctx, stream, "stalled", "$").Err(); err != nil {
+	if err := svc.rdb.XGroupCreateMkStream(ctx, stream, svc.keys.Gen(1).Group(), "$").Err(); err != nil {
 		t.Fatal(err)
 	}
 	const body = `{"user_id":"u1","product_id":"p1"}`
@@ -152,7 +152,7 @@ func TestBackpressureLagUnknown(t *testing.T) {
 	}
 	// The group reads one entry (so Redis knows its entries-read), then the last
 	// entry, after its position, is deleted.
-	if err := svc.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "stalled", Consumer: "c", Streams: []string{stream, ">"}, Count: 1}).Err(); err != nil {
+	if err := svc.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: svc.keys.Gen(1).Group(), Consumer: "c", Streams: []string{stream, ">"}, Count: 1}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	msgs, err := svc.rdb.XRange(ctx, stream, "-", "+").Result()
@@ -163,7 +163,7 @@ func TestBackpressureLagUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The precondition of the test: Redis reports no lag, but entries-read.
-	if lag, read := rawGroupField(t, svc, "stalled", "lag"), rawGroupField(t, svc, "stalled", "entries-read"); lag != nil || read != int64(1) {
+	if lag, read := rawGroupField(t, svc, svc.keys.Gen(1).Group(), "lag"), rawGroupField(t, svc, svc.keys.Gen(1).Group(), "entries-read"); lag != nil || read != int64(1) {
 		t.Fatalf("XINFO GROUPS lag = %v, entries-read = %v after XDEL, want nil and 1", lag, read)
 	}
 
@@ -192,7 +192,7 @@ func TestBackpressureLagAndPositionUnknown(t *testing.T) {
 	svc := startIngest(t, rs, map[string]string{"MAX_LAG": "5", "BACKPRESSURE_INTERVAL": "50ms"})
 	ctx := context.Background()
 	stream := svc.keys.Stream()
-	if err := svc.rdb.XGroupCreateMkStream(ctx, stream, "stalled", "$").Err(); err != nil {
+	if err := svc.rdb.XGroupCreateMkStream(ctx, stream, svc.keys.Gen(1).Group(), "$").Err(); err != nil {
 		t.Fatal(err)
 	}
 	const body = `{"user_id":"u1","product_id":"p1"}`
@@ -206,7 +206,7 @@ func TestBackpressureLagAndPositionUnknown(t *testing.T) {
 	if err := svc.rdb.XDel(ctx, stream, msgs[1].ID).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if lag, read := rawGroupField(t, svc, "stalled", "lag"), rawGroupField(t, svc, "stalled", "entries-read"); lag != nil || read != nil {
+	if lag, read := rawGroupField(t, svc, svc.keys.Gen(1).Group(), "lag"), rawGroupField(t, svc, svc.keys.Gen(1).Group(), "entries-read"); lag != nil || read != nil {
 		t.Fatalf("XINFO GROUPS lag = %v, entries-read = %v after XDEL, want nil and nil", lag, read)
 	}
 	const warning = "lag of consumer group unknown"
@@ -353,4 +353,37 @@ func TestRedisOOMIs503(t *testing.T) {
 	if got != (Accepted{Accepted: 1}) {
 		t.Errorf("answer after room was made %+v, want 1 accepted", got)
 	}
+}
+
+// Only the current generation's group counts: a rebuild's group, which starts at the
+// beginning of the stream, or any other reader far behind, does not stop ingest.
+func TestBackpressureIgnoresOtherGroups(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	svc := startIngest(t, rs, map[string]string{"MAX_LAG": "5", "BACKPRESSURE_INTERVAL": "20ms"})
+	ctx := context.Background()
+	stream := svc.keys.Stream()
+	for _, g := range []string{svc.keys.Gen(1).Group(), svc.keys.Gen(2).Group(), "someone-else"} {
+		if err := svc.rdb.XGroupCreateMkStream(ctx, stream, g, "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		if a := svc.post(t, "/v1/events", "application/json", `{"user_id":"u1","product_id":"p1"}`, false); a.status != http.StatusAccepted {
+			t.Fatalf("POST %d: %d %s, want 202", i, a.status, a.body)
+		}
+		// The live group keeps up; the others never read.
+		if err := svc.rdb.XGroupSetID(ctx, stream, svc.keys.Gen(1).Group(), "$").Err(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Millisecond) // let a refresh see the other groups' lag
+	}
+	// The pointer moves to generation 2, whose group is 20 entries behind: now it counts.
+	if err := svc.rdb.Set(ctx, svc.keys.Generation(), "2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := svc.newClient(10 * time.Second)
+	svc.waitReady(t, c, 200, behindBy(20), func(r readyState) bool {
+		return r.status == http.StatusServiceUnavailable && r.Reason == behindBy(20)
+	})
 }
