@@ -111,11 +111,13 @@ func (r *totalsReader) loop(ctx context.Context) {
 		var err error
 		cmds, err = r.read(batch, cmds)
 		for i, req := range batch {
-			if err == nil {
-				err = cmds[i].Err()
+			// A failed round trip fails every request; a failed command only its own.
+			reqErr := err
+			if reqErr == nil {
+				reqErr = cmds[i].Err()
 			}
-			if err != nil {
-				req.done <- readResult{err: err}
+			if reqErr != nil {
+				req.done <- readResult{err: reqErr}
 				continue
 			}
 			req.done <- readResult{t: parseTotals(cmds[i].Val())}
