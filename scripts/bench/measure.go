@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,7 +159,36 @@ func (b *bench) all() error {
 		fmt.Sprintf("%s req/s, p50 %s, p99 %s, %.2f × ceiling", num(qr.rps()), ms(qr.pct(0.5)), ms(qr.pct(0.99)), qr.rps()/ceiling.rps()),
 		fmt.Sprintf("≥ %.2f × ceiling", targetQueryRatio), pass(qr.rps()/ceiling.rps() >= targetQueryRatio))
 
+	if err := b.rebuild(ctx, b.o.events); err != nil {
+		return err
+	}
 	return b.report()
+}
+
+// rebuild measures `processor rebuild` on preloaded synthetic events: the replay into a
+// new generation, the switch and the removal of the old generation's keys.
+func (b *bench) rebuild(ctx context.Context, n int) error {
+	keys := events.NewKeys("rebuild")
+	pipe := b.rdb.Pipeline()
+	for i := 0; i < n; i++ {
+		e := syntheticEvent(i)
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: keys.Stream(), Values: e.AppendFields(nil)})
+		if pipe.Len() == 1000 || i == n-1 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	cmd := exec.CommandContext(ctx, b.dir+"/processor", "rebuild")
+	cmd.Env = append(os.Environ(), "REDIS_URL="+b.url, "REDIS_NAMESPACE=rebuild", "LOG_LEVEL=warn")
+	t0 := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("processor rebuild: %v\n%s", err, out)
+	}
+	rate := float64(n) / time.Since(t0).Seconds()
+	b.logf("rebuild of %d events: %s events/s", n, num(rate))
+	b.add(fmt.Sprintf("processor rebuild of %s events (replay, switch, old keys removed)", num(float64(n))), num(rate)+" events/s", "", "")
+	return nil
 }
 
 // drainWorstCase preloads the uniform workload straight into a stream and measures how
