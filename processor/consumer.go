@@ -22,7 +22,6 @@ type Consumer struct {
 	dead     *DeadLetters
 	base     *slog.Logger
 	cur      atomic.Pointer[generation] // the generation new reads go to
-	applyMu  sync.Mutex                 // the read loop and the claimer share the Appliers
 	applied  atomic.Int64
 	skipped  atomic.Int64
 	deadLets atomic.Int64
@@ -31,9 +30,9 @@ type Consumer struct {
 
 // generation is what a consumer needs to work in one generation.
 type generation struct {
-	keys    events.GenKeys
-	applier *Applier
-	logger  *slog.Logger
+	keys     events.GenKeys
+	appliers chan *Applier // a pool: one Applier per batch being applied
+	logger   *slog.Logger
 }
 
 // genBatch is a batch with the generation it was read from, which is the one it
@@ -46,14 +45,21 @@ type genBatch struct {
 
 // NewConsumer returns a consumer named name in gen's group.
 func NewConsumer(rdb *redis.Client, keys events.Keys, gen events.GenKeys, name string, cfg Config, dead *DeadLetters, logger *slog.Logger) *Consumer {
+	cfg.ApplyConcurrency = max(cfg.ApplyConcurrency, 1)
 	c := &Consumer{rdb: rdb, keys: keys, name: name, cfg: cfg, dead: dead, base: logger}
 	c.cur.Store(c.newGeneration(gen))
 	return c
 }
 
 func (c *Consumer) newGeneration(gen events.GenKeys) *generation {
-	return &generation{keys: gen, applier: NewApplier(c.rdb, c.keys, gen, c.name),
+	// One more than the batches applied at once: the claimer applies too.
+	n := c.cfg.ApplyConcurrency + 1
+	g := &generation{keys: gen, appliers: make(chan *Applier, n),
 		logger: c.base.With("stream", c.keys.Stream(), "group", gen.Group())}
+	for range n {
+		g.appliers <- NewApplier(c.rdb, c.keys, gen, c.name)
+	}
+	return g
 }
 
 // pausePoll is how often a paused consumer looks whether the pause is over.
@@ -108,14 +114,24 @@ func wait(stop <-chan struct{}, d time.Duration) {
 // delivered its entries would leave them pending until claimed); instead each read
 // blocks for at most cfg.Block and the loop checks stop between reads.
 //
-// Reading and applying overlap: while one batch is applied, the next one is read.
+// Reading and applying overlap: while batches are applied (cfg.ApplyConcurrency at a
+// time, so that one is prepared while Redis runs another), the next one is read. Each
+// batch is applied atomically on its own, so their order does not matter.
 func (c *Consumer) Run(stop <-chan struct{}) error {
-	batches := make(chan genBatch, 1)
+	batches := make(chan genBatch, c.cfg.ApplyConcurrency)
 	readErr := make(chan error, 1)
 	go func() { readErr <- c.readLoop(stop, batches) }()
-	for b := range batches {
-		c.applyWithRetry(stop, b.gen, b.entries, b.epoch)
+	var wg sync.WaitGroup
+	for range c.cfg.ApplyConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				c.applyWithRetry(stop, b.gen, b.entries, b.epoch)
+			}
+		}()
 	}
+	wg.Wait()
 	return <-readErr
 }
 
@@ -265,9 +281,9 @@ func (c *Consumer) apply(g *generation, batch []Entry, published *bool, epoch st
 		}
 		*published = true
 	}
-	c.applyMu.Lock()
-	applied, skipped, err := g.applier.ApplyAt(ctx, batch, epoch)
-	c.applyMu.Unlock()
+	a := <-g.appliers
+	applied, skipped, err := a.ApplyAt(ctx, batch, epoch)
+	g.appliers <- a
 	if err != nil {
 		return err
 	}

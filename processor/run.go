@@ -18,32 +18,34 @@ import (
 
 // Config is the processor's configuration, read from the environment.
 type Config struct {
-	Addr           string        // PROCESSOR_ADDR: health endpoints
-	Namespace      string        // REDIS_NAMESPACE
-	Consumer       string        // CONSUMER_NAME: unique within the group
-	Batch          int           // BATCH_SIZE: entries per read and per apply
-	Block          time.Duration // READ_BLOCK: how long one read waits for new entries
-	RedisTimeout   time.Duration // REDIS_TIMEOUT: bound on one Redis call
-	ClaimMinIdle   time.Duration // CLAIM_MIN_IDLE: pending this long = its consumer is gone
-	ClaimInterval  time.Duration // how often to look for such entries (CLAIM_MIN_IDLE/2, ≤ 10s)
-	ConsumerExpiry time.Duration // CONSUMER_EXPIRY: idle consumers holding nothing are removed
-	ReapInterval   time.Duration
-	Retention      time.Duration // STREAM_RETENTION: trim entries older than this; 0 keeps everything
-	LockTTL        time.Duration // REBUILD_LOCK_TTL: a dead rebuild's lock expires after this
+	Addr             string        // PROCESSOR_ADDR: health endpoints
+	Namespace        string        // REDIS_NAMESPACE
+	Consumer         string        // CONSUMER_NAME: unique within the group
+	Batch            int           // BATCH_SIZE: entries per read and per apply
+	ApplyConcurrency int           // APPLY_CONCURRENCY: batches applied at once
+	Block            time.Duration // READ_BLOCK: how long one read waits for new entries
+	RedisTimeout     time.Duration // REDIS_TIMEOUT: bound on one Redis call
+	ClaimMinIdle     time.Duration // CLAIM_MIN_IDLE: pending this long = its consumer is gone
+	ClaimInterval    time.Duration // how often to look for such entries (CLAIM_MIN_IDLE/2, ≤ 10s)
+	ConsumerExpiry   time.Duration // CONSUMER_EXPIRY: idle consumers holding nothing are removed
+	ReapInterval     time.Duration
+	Retention        time.Duration // STREAM_RETENTION: trim entries older than this; 0 keeps everything
+	LockTTL          time.Duration // REBUILD_LOCK_TTL: a dead rebuild's lock expires after this
 }
 
 func readConfig(r *config.Reader) Config {
 	cfg := Config{
-		Addr:           r.Addr("PROCESSOR_ADDR", ":8082"),
-		Namespace:      r.Namespace(),
-		Consumer:       r.String("CONSUMER_NAME", defaultConsumerName()),
-		Batch:          r.Int("BATCH_SIZE", 1000, 1, 100_000),
-		Block:          r.Duration("READ_BLOCK", time.Second, time.Millisecond),
-		RedisTimeout:   r.Duration("REDIS_TIMEOUT", 5*time.Second, 10*time.Millisecond),
-		ClaimMinIdle:   r.Duration("CLAIM_MIN_IDLE", 30*time.Second, 10*time.Millisecond),
-		ConsumerExpiry: r.Duration("CONSUMER_EXPIRY", time.Hour, time.Second),
-		Retention:      r.Duration("STREAM_RETENTION", 0, 0),
-		LockTTL:        r.Duration("REBUILD_LOCK_TTL", 5*time.Second, 500*time.Millisecond),
+		Addr:             r.Addr("PROCESSOR_ADDR", ":8082"),
+		Namespace:        r.Namespace(),
+		Consumer:         r.String("CONSUMER_NAME", defaultConsumerName()),
+		Batch:            r.Int("BATCH_SIZE", 3000, 1, 100_000),
+		ApplyConcurrency: r.Int("APPLY_CONCURRENCY", 2, 1, 16),
+		Block:            r.Duration("READ_BLOCK", time.Second, time.Millisecond),
+		RedisTimeout:     r.Duration("REDIS_TIMEOUT", 5*time.Second, 10*time.Millisecond),
+		ClaimMinIdle:     r.Duration("CLAIM_MIN_IDLE", 30*time.Second, 10*time.Millisecond),
+		ConsumerExpiry:   r.Duration("CONSUMER_EXPIRY", time.Hour, time.Second),
+		Retention:        r.Duration("STREAM_RETENTION", 0, 0),
+		LockTTL:          r.Duration("REBUILD_LOCK_TTL", 5*time.Second, 500*time.Millisecond),
 	}
 	cfg.ClaimInterval = min(max(cfg.ClaimMinIdle/2, 10*time.Millisecond), 10*time.Second)
 	cfg.ReapInterval = min(max(cfg.ConsumerExpiry/4, time.Second), time.Minute)
@@ -102,7 +104,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	keys := events.NewKeys(cfg.Namespace)
 	logger = logger.With("consumer", cfg.Consumer)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
-		"stream", keys.Stream(), "batch", cfg.Batch,
+		"stream", keys.Stream(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
 		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention)
 
 	if ln == nil {
