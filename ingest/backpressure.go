@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -28,14 +29,15 @@ type backpressure struct {
 	maxLag   int64   // MAX_LAG; 0 turns the lag check off
 	maxMem   float64 // MAX_REDIS_MEMORY, a fraction of maxmemory
 	timeout  time.Duration
+	errors   prometheus.Counter // failed checks
 	logger   *slog.Logger
 	reason   atomic.Pointer[string] // nil while ingest accepts events
 	checkErr string                 // the last check's error, so a lasting one is logged once
 	unknown  map[string]bool        // groups whose lag Redis cannot tell, each logged once
 }
 
-func newBackpressure(rdb *redis.Client, keys events.Keys, maxLag int64, maxMem float64, timeout time.Duration, logger *slog.Logger) *backpressure {
-	return &backpressure{rdb: rdb, keys: keys, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, logger: logger,
+func newBackpressure(rdb *redis.Client, keys events.Keys, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
+	return &backpressure{rdb: rdb, keys: keys, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
 		unknown: map[string]bool{}}
 }
 
@@ -68,6 +70,7 @@ func (b *backpressure) refresh(ctx context.Context) {
 	defer cancel()
 	reason, err := b.check(ctx)
 	if err != nil {
+		b.errors.Inc()
 		if msg := err.Error(); msg != b.checkErr {
 			b.logger.Warn("backpressure check failed; keeping the last state", "stream", b.stream, "err", err)
 			b.checkErr = msg

@@ -19,6 +19,7 @@ import (
 type handler struct {
 	w   *Writer
 	bp  *backpressure
+	m   *ingestMetrics
 	cfg Config
 	now func() time.Time
 }
@@ -82,6 +83,10 @@ func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) 
 	if err != nil {
 		return &server.Unavailable{Err: err}
 	}
+	h.m.accepted.Add(float64(len(evs) - dups))
+	if dups > 0 {
+		h.m.duplicates.Add(float64(dups))
+	}
 	// Encoded by hand: this is the answer to every request.
 	b := make([]byte, 0, 48)
 	b = append(b, `{"accepted":`...)
@@ -123,8 +128,10 @@ func readBody(r *http.Request, max int64, dst []byte) ([]byte, error) {
 	}
 }
 
+// tooLarge is the error the server's error handler answers with 413 "request body
+// larger than max bytes", the type http.MaxBytesReader would return.
 func tooLarge(max int64) error {
-	return &server.Status{Code: http.StatusRequestEntityTooLarge, Msg: "request body larger than " + strconv.FormatInt(max, 10) + " bytes"}
+	return &http.MaxBytesError{Limit: max}
 }
 
 // requestFormat maps the Content-Type to a body format; anything else is a 415.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
 )
@@ -85,9 +86,12 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("INGEST_KEYS is not set: the ingest API is open to anyone")
 	}
 
+	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
+	reg := metrics.NewRegistry()
+	m := newIngestMetrics(reg)
 
 	if ln == nil {
 		var err error
@@ -99,15 +103,16 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	// their events written and their answer.
 	wctx, stopWriter := context.WithCancel(context.Background())
 	defer stopWriter()
-	w := NewWriter(wctx, rdb, keys, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, logger)
+	w := NewWriter(wctx, rdb, keys, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, m, logger)
 	if err := w.Ping(ctx); err != nil {
 		logger.Warn("redis not reachable at start; will answer 503 until it is", "err", err)
 	}
-	bp := newBackpressure(rdb, keys, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, logger)
+	bp := newBackpressure(rdb, keys, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
 	bp.refresh(ctx) // so that an ingest started behind does not accept a first burst
 	go bp.run(wctx, cfg.BackpressureInterval)
-	h := &handler{w: w, bp: bp, cfg: cfg, now: time.Now}
+	h := &handler{w: w, bp: bp, m: m, cfg: cfg, now: time.Now}
 	e := server.New(logger, ready(rdb, bp))
+	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("ingest", cfg.Keys))
 	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)
 	logger.Info("ingest stopped")

@@ -30,6 +30,7 @@ type Writer struct {
 	timeout   time.Duration
 	maxEvents int
 	queue     chan *writeReq
+	m         *ingestMetrics
 	logger    *slog.Logger
 }
 
@@ -44,7 +45,7 @@ type writeResult struct {
 }
 
 // NewWriter starts flushers goroutines that run until ctx is cancelled.
-func NewWriter(ctx context.Context, rdb *redis.Client, keys events.Keys, window, timeout time.Duration, flushers, maxEvents int, logger *slog.Logger) *Writer {
+func NewWriter(ctx context.Context, rdb *redis.Client, keys events.Keys, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
 	w := &Writer{
 		rdb:       rdb,
 		keys:      keys,
@@ -52,6 +53,7 @@ func NewWriter(ctx context.Context, rdb *redis.Client, keys events.Keys, window,
 		timeout:   timeout,
 		maxEvents: maxEvents,
 		queue:     make(chan *writeReq, 4096),
+		m:         m,
 		logger:    logger,
 	}
 	for i := 0; i < flushers; i++ {
@@ -104,6 +106,7 @@ func (w *Writer) flusher(ctx context.Context) {
 				break gather
 			}
 		}
+		w.m.flushEvents.Observe(float64(n))
 		cmds = w.flush(batch, cmds)
 	}
 }
@@ -167,6 +170,9 @@ func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
 		}
 	}
 	_, err := pipe.Exec(ctx)
+	if err != nil {
+		w.m.writeErrors.Inc() // before any answer: a client that got its 503 finds it counted
+	}
 	for i, r := range batch {
 		res := r.result(cmds[i])
 		if res.err == nil && cmds[i].Val() == nil {

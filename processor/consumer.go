@@ -22,6 +22,7 @@ type Consumer struct {
 	dead     *DeadLetters
 	base     *slog.Logger
 	cur      atomic.Pointer[generation] // the generation new reads go to
+	m        *consumerMetrics
 	applied  atomic.Int64
 	skipped  atomic.Int64
 	deadLets atomic.Int64
@@ -43,10 +44,10 @@ type genBatch struct {
 	epoch   string // the group's claim epoch read just before the batch
 }
 
-// NewConsumer returns a consumer named name in gen's group.
-func NewConsumer(rdb *redis.Client, keys events.Keys, gen events.GenKeys, name string, cfg Config, dead *DeadLetters, logger *slog.Logger) *Consumer {
+// NewConsumer returns a consumer named name in gen's group, measured by m.
+func NewConsumer(rdb *redis.Client, keys events.Keys, gen events.GenKeys, name string, cfg Config, dead *DeadLetters, m *consumerMetrics, logger *slog.Logger) *Consumer {
 	cfg.ApplyConcurrency = max(cfg.ApplyConcurrency, 1)
-	c := &Consumer{rdb: rdb, keys: keys, name: name, cfg: cfg, dead: dead, base: logger}
+	c := &Consumer{rdb: rdb, keys: keys, name: name, cfg: cfg, dead: dead, m: m, base: logger}
 	c.cur.Store(c.newGeneration(gen))
 	return c
 }
@@ -74,6 +75,7 @@ func (c *Consumer) follow(stop <-chan struct{}, backoff *backoff) *generation {
 	defer cancel()
 	paused, n, err := readPointer(ctx, c.rdb, c.keys)
 	if err != nil {
+		c.m.readErrors.Inc()
 		g.logger.Warn("reading the generation pointer failed", "err", err)
 		backoff.wait(stop)
 		return nil
@@ -89,6 +91,7 @@ func (c *Consumer) follow(stop <-chan struct{}, backoff *backoff) *generation {
 	// applied (and dropped if the old group is gone); new reads go to the new group.
 	gen, err := ensureGroup(ctx, c.rdb, c.keys)
 	if err != nil {
+		c.m.readErrors.Inc()
 		g.logger.Warn("joining the new generation failed", "generation", n, "err", err)
 		backoff.wait(stop)
 		return nil
@@ -184,7 +187,8 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 				}
 				err = gerr
 			}
-			g.logger.Warn("read failed", "err", err)
+			c.m.readErrors.Inc()
+			g.logger.Warn("read failed", "start_id", start, "err", err)
 			backoff.wait(stop)
 			continue
 		}
@@ -250,15 +254,16 @@ func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []E
 		if isNoGroup(err) {
 			c.dropped.Add(int64(len(batch)))
 			g.logger.Info("batch dropped: its generation was replaced, and the new one has counted it",
-				"first_id", batch[0].ID, "entries", len(batch))
+				"first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID, "entries", len(batch))
 			return
 		}
+		c.m.applyErrors.Inc()
 		g.logger.Error("apply failed; will retry", "first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID, "entries", len(batch), "err", err)
 		select {
 		case <-stop:
 			// Entries stay pending; they are claimed by another consumer, or read again
 			// by this one after a restart under the same name.
-			g.logger.Warn("stopping with a batch unapplied; it stays pending", "first_id", batch[0].ID, "entries", len(batch))
+			g.logger.Warn("stopping with a batch unapplied; it stays pending", "first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID, "entries", len(batch))
 			return
 		default:
 		}
@@ -282,15 +287,20 @@ func (c *Consumer) apply(g *generation, batch []Entry, published *bool, epoch st
 		*published = true
 	}
 	a := <-g.appliers
+	start := time.Now()
 	applied, skipped, err := a.ApplyAt(ctx, batch, epoch)
+	took := time.Since(start)
 	g.appliers <- a
 	if err != nil {
 		return err
 	}
+	c.m.applySeconds.Observe(took.Seconds())
+	c.m.batchSize.Observe(float64(len(batch)))
 	c.applied.Add(applied)
 	c.skipped.Add(skipped)
 	if skipped > 0 {
-		g.logger.Info("entries already applied by another consumer were skipped", "skipped", skipped, "first_id", batch[0].ID)
+		g.logger.Info("entries already applied by another consumer were skipped", "skipped", skipped,
+			"first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID)
 	}
 	return nil
 }
@@ -308,13 +318,16 @@ func (c *Consumer) Claim(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		g := c.cur.Load()
-		if err := c.claimOnce(stop, g); err != nil && !isNoGroup(err) { // NOGROUP: a switch; the read loop moves on
-			g.logger.Warn("claim failed", "err", err)
+		if at, err := c.claimOnce(stop, g); err != nil && !isNoGroup(err) { // NOGROUP: a switch; the read loop moves on
+			c.m.claimErrors.Inc()
+			g.logger.Warn("claim failed", "start_id", at, "err", err)
 		}
 	}
 }
 
-func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) error {
+// claimOnce claims and applies, in batches, every entry pending longer than
+// cfg.ClaimMinIdle. On an error it returns the id the failed claim started from.
+func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) (string, error) {
 	start := "0-0"
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
@@ -323,14 +336,15 @@ func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) error {
 		msgs, next, err := claimPending(ctx, c.rdb, g.keys, c.keys.Stream(), c.name, c.cfg.ClaimMinIdle, start, c.cfg.Batch)
 		cancel()
 		if err != nil {
-			return err
+			return start, err
 		}
 		if len(msgs) > 0 {
-			g.logger.Info("claimed entries left pending by another consumer", "entries", len(msgs), "first_id", msgs[0].ID)
+			g.logger.Info("claimed entries left pending by another consumer", "entries", len(msgs),
+				"first_id", msgs[0].ID, "last_id", msgs[len(msgs)-1].ID)
 			c.applyWithRetry(stop, g, decodeMessages(msgs), "")
 		}
 		if next == "0-0" || next == "" {
-			return nil
+			return "", nil
 		}
 		start = next
 	}
@@ -363,6 +377,7 @@ func (c *Consumer) Reap(stop <-chan struct{}) {
 		if err != nil {
 			cancel()
 			if !isNoGroup(err) {
+				c.m.reapErrors.Inc()
 				g.logger.Warn("list consumers failed", "err", err)
 			}
 			continue
@@ -373,6 +388,7 @@ func (c *Consumer) Reap(stop <-chan struct{}) {
 			}
 			n, err := reapScript.Run(ctx, c.rdb, []string{c.keys.Stream()}, g.keys.Group(), ci.Name).Int()
 			if err != nil {
+				c.m.reapErrors.Inc()
 				g.logger.Warn("remove idle consumer failed", "idle_consumer", ci.Name, "err", err)
 			} else if n > 0 {
 				g.logger.Info("removed idle consumer that held nothing", "idle_consumer", ci.Name, "idle", ci.Idle)

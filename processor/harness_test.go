@@ -57,6 +57,16 @@ func newPipeline(t *testing.T, rs *redistest.Server) *pipeline {
 // result; it is called at the end of the test if the test did not.
 func (p *pipeline) startProcessor(t *testing.T, name string, env map[string]string) (stop func() error) {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.startProcessorOn(t, name, env, ln)
+}
+
+// startProcessorOn is startProcessor serving its HTTP endpoints on ln.
+func (p *pipeline) startProcessorOn(t *testing.T, name string, env map[string]string, ln net.Listener) (stop func() error) {
+	t.Helper()
 	vars := map[string]string{
 		"REDIS_URL":       p.rs.URL(),
 		"REDIS_NAMESPACE": p.ns,
@@ -65,10 +75,6 @@ func (p *pipeline) startProcessor(t *testing.T, name string, env map[string]stri
 	}
 	for k, v := range env {
 		vars[k] = v
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	logs := &logBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())

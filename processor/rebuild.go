@@ -476,7 +476,7 @@ func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
 			if isNoGroup(err) || ctx.Err() != nil {
 				return fmt.Errorf("read %s: %w", b.target.Group(), err)
 			}
-			b.logger.Warn("read failed; will retry", "group", b.target.Group(), "err", err)
+			b.logger.Warn("read failed; will retry", "group", b.target.Group(), "start_id", b.start, "err", err)
 			backoff.wait(ctx.Done())
 			continue
 		default:
@@ -520,7 +520,8 @@ func (b *rebuilder) apply(ctx context.Context, batch []Entry) error {
 		if isNoGroup(err) || ctx.Err() != nil {
 			return err
 		}
-		b.logger.Warn("apply failed; will retry", "err", err)
+		b.logger.Warn("apply failed; will retry", "group", b.target.Group(),
+			"first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID, "entries", len(batch), "err", err)
 		backoff.wait(ctx.Done())
 	}
 }

@@ -24,7 +24,7 @@ func (b *rebuilder) progress(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			b.logger.Warn("progress: reading the stream failed", "err", err)
+			b.logger.Warn("progress: reading the stream failed", "group", b.target.Group(), "err", err)
 		case cancelReq && !b.switched.Load():
 			b.printf("rebuild: cancel requested; stopping")
 			b.cancelWork(errCancelRequested)

@@ -12,13 +12,14 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
 )
 
 // Config is the processor's configuration, read from the environment.
 type Config struct {
-	Addr             string        // PROCESSOR_ADDR: health endpoints
+	Addr             string        // PROCESSOR_ADDR: health and metrics endpoints
 	Namespace        string        // REDIS_NAMESPACE
 	Consumer         string        // CONSUMER_NAME: unique within the group
 	Batch            int           // BATCH_SIZE: entries per read and per apply
@@ -99,10 +100,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	ropt.ReadTimeout = cfg.RedisTimeout
 	ropt.WriteTimeout = cfg.RedisTimeout
 	ropt.DialTimeout = cfg.RedisTimeout
+	logger = logger.With("consumer", cfg.Consumer)
+	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
-	logger = logger.With("consumer", cfg.Consumer)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"stream", keys.Stream(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
 		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention)
@@ -116,6 +118,13 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
 	e := server.New(logger, server.PingRedis(rdb))
+	// Redis errors: reads (with the generation pointer read before each), applies (with
+	// their dead-letter publishes), claims, reaps of idle consumers, and the stream
+	// gauges read on a scrape.
+	reg := metrics.NewRegistry()
+	redisErrors := metrics.RedisErrors(reg, "read", "apply", "claim", "reap", "stats")
+	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
+	metrics.Instrument(e, reg, logger)
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- server.Run(httpCtx, e, ln, logger, 5*time.Second) }()
 
@@ -143,7 +152,8 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err != nil {
 		return err
 	}
-	c := NewConsumer(rdb, keys, gen, cfg.Consumer, cfg, dead, logger)
+	c := NewConsumer(rdb, keys, gen, cfg.Consumer, cfg, dead, newConsumerMetrics(reg, redisErrors), logger)
+	c.exposeCounts(reg)
 	logger.Info("consuming", "generation", gen.Number, "group", gen.Group())
 
 	stop := make(chan struct{})
@@ -153,7 +163,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	go func() { defer wg.Done(); c.Reap(stop) }()
 	if cfg.Retention > 0 {
 		wg.Add(1)
-		ret := &Retention{rdb: rdb, keys: keys, cfg: cfg, holder: cfg.Consumer, logger: logger}
+		ret := &Retention{rdb: rdb, keys: keys, cfg: cfg, holder: cfg.Consumer, logger: logger.With("stream", keys.Stream())}
 		go func() { defer wg.Done(); ret.Run(stop) }()
 	}
 	runErr := make(chan error, 1)

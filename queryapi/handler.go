@@ -11,15 +11,17 @@ import (
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
 type handler struct {
-	rdb     *redis.Client
-	reader  *totalsReader
-	keys    events.Keys
-	gens    *generations
-	timeout time.Duration
+	rdb         *redis.Client
+	reader      *totalsReader
+	keys        events.Keys
+	gens        *generations
+	timeout     time.Duration
+	redisErrors prometheus.Counter // failed round trips of the handlers that call Redis themselves
 }
 
 // Totals are one user's or product's counters. The JSON answer adds "user_id" or
@@ -143,6 +145,7 @@ func (h *handler) top(ctx context.Context, limit int64) ([]redis.Z, error) {
 		ptr := pipe.Get(ctx, h.keys.Generation())
 		zs := pipe.ZRevRangeWithScores(ctx, gen.TopProducts(), 0, limit-1)
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			h.redisErrors.Inc()
 			return nil, err
 		}
 		if err := zs.Err(); err != nil {
@@ -198,6 +201,7 @@ func (h *handler) pipeline(c echo.Context) error {
 	pipe.Exec(ctx) // errors are per command, below
 	for _, err := range []error{info.Err(), groups.Err(), dlen.Err(), ptr.Err()} {
 		if err != nil && !isNoStream(err) && !errors.Is(err, redis.Nil) {
+			h.redisErrors.Inc()
 			return err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -23,6 +24,7 @@ type totalsReader struct {
 	gens    *generations
 	timeout time.Duration
 	queue   chan *readReq
+	errors  prometheus.Counter // failed round trips
 }
 
 // entity is what a totals request is about.
@@ -55,8 +57,8 @@ type readResult struct {
 // maxReadBatch bounds one pipeline.
 const maxReadBatch = 256
 
-func newTotalsReader(ctx context.Context, rdb *redis.Client, gens *generations, timeout time.Duration, loops int) *totalsReader {
-	r := &totalsReader{rdb: rdb, gens: gens, timeout: timeout, queue: make(chan *readReq, 1024)}
+func newTotalsReader(ctx context.Context, rdb *redis.Client, gens *generations, timeout time.Duration, loops int, failures prometheus.Counter) *totalsReader {
+	r := &totalsReader{rdb: rdb, gens: gens, timeout: timeout, queue: make(chan *readReq, 1024), errors: failures}
 	for i := 0; i < loops; i++ {
 		go r.loop(ctx)
 	}
@@ -140,6 +142,7 @@ func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd) ([]*redis.
 		_, err := pipe.Exec(cctx)
 		cancel()
 		if err != nil && !errors.Is(err, redis.Nil) { // Nil: the pointer is unset
+			r.errors.Inc()
 			return cmds, err
 		}
 		var moved bool

@@ -39,6 +39,7 @@ func (h *handler) rebuild(c echo.Context) error {
 	pipe.Exec(ctx) // errors are per command, below
 	for _, err := range []error{state.Err(), ptr.Err(), xlen.Err(), lock.Err()} {
 		if err != nil && !errors.Is(err, redis.Nil) {
+			h.redisErrors.Inc()
 			return err
 		}
 	}

@@ -2,8 +2,9 @@ package main
 
 import "github.com/labstack/echo/v4"
 
-// routes is queryapi's whole HTTP surface (plus /healthz and /readyz from server.New,
-// which stay open). auth guards every route listed here.
+// routes is queryapi's whole HTTP surface (plus /healthz, /readyz and /metrics from
+// server.New and metrics.Instrument, which stay open). auth guards every route listed
+// here.
 func routes(e *echo.Echo, h *handler, auth echo.MiddlewareFunc) {
 	e.GET("/v1/users/:id", h.user, auth)
 	e.GET("/v1/products/top", h.topProducts, auth)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
 )
@@ -55,6 +56,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if len(cfg.Keys) == 0 {
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
+	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	if ln == nil {
@@ -67,9 +69,14 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	rctx, stopReader := context.WithCancel(context.Background())
 	defer stopReader()
 	gens := newGenerations(keys)
-	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout,
-		reader: newTotalsReader(rctx, rdb, gens, cfg.RedisTimeout, 4)}
+	reg := metrics.NewRegistry()
+	redisErrors := metrics.RedisErrors(reg, "read", "stats")
+	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
+	readErrors := redisErrors.WithLabelValues("read")
+	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout, redisErrors: readErrors,
+		reader: newTotalsReader(rctx, rdb, gens, cfg.RedisTimeout, 4, readErrors)}
 	e := server.New(logger, server.PingRedis(rdb))
+	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("queryapi", cfg.Keys))
 	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)
 	logger.Info("queryapi stopped")

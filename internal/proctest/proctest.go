@@ -294,10 +294,15 @@ func (f *Fleet) Processes() []*Process {
 // exit, then SIGKILL. The error names each process that had to be killed or exited
 // with a failure after SIGTERM.
 func (f *Fleet) StopAll(grace time.Duration) error {
+	return Stop(grace, f.Processes()...)
+}
+
+// Stop stops the processes of procs that are still running, as StopAll does.
+func Stop(grace time.Duration, procs ...*Process) error {
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
-	for _, p := range f.Processes() {
+	for _, p := range procs {
 		if p.Exited() {
 			continue
 		}

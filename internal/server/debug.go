@@ -19,7 +19,8 @@ func ServeDebug(addr string, logger *slog.Logger) {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	go func() {
 		logger.Info("profiler listening", "addr", addr)
-		if err := http.ListenAndServe(addr, mux); err != nil {
+		srv := &http.Server{Addr: addr, Handler: mux, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+		if err := srv.ListenAndServe(); err != nil {
 			logger.Warn("profiler stopped", "addr", addr, "err", err)
 		}
 	}()

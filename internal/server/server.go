@@ -40,6 +40,9 @@ func New(logger *slog.Logger, ready func(context.Context) error) *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
+	// echo's own lines (few: it logs errors only) go through slog, formatted by it.
+	e.Logger.SetHeader("")
+	e.Logger.SetOutput(echoLog{logger})
 	e.HTTPErrorHandler = errorHandler(logger)
 	e.Use(recoverer(logger))
 	e.GET("/healthz", func(c echo.Context) error {

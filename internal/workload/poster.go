@@ -69,16 +69,22 @@ type Poster struct {
 	// RetryPause is the pause before a retry; 100 ms unless set before the first Post.
 	RetryPause time.Duration
 
-	mu       sync.Mutex
-	wrong    []string               // the first few wrong answers, for the report
-	epoch    atomic.Int64           // see Mark
-	spanning [outcomes]atomic.Int64 // attempts in flight at the last Mark, by outcome
+	mu     sync.Mutex
+	wrong  []string       // the first few wrong answers, for the report
+	phases []*phaseCounts // see Mark; the last is the current one
+}
+
+// phaseCounts counts the attempts that started between one Mark and the next.
+type phaseCounts struct {
+	running    atomic.Int64
+	ended      [outcomes]atomic.Int64 // by outcome
+	endedLater [outcomes]atomic.Int64 // of those, the ones that ended after the next Mark
 }
 
 // NewPoster returns a Poster to ingest's /v1/events at url that adds accepted events to
 // exp. client's Timeout bounds one attempt: an attempt that reaches it counts as Hung.
 func NewPoster(client *http.Client, url string, exp *Expected) *Poster {
-	return &Poster{client: client, url: url, exp: exp, RetryPause: 100 * time.Millisecond}
+	return &Poster{client: client, url: url, exp: exp, RetryPause: 100 * time.Millisecond, phases: []*phaseCounts{{}}}
 }
 
 // Post sends evs until ingest answers 202 and returns nil, or returns ctx's error.
@@ -120,14 +126,17 @@ func (a Answer) String() string {
 
 // Try posts evs once and says how it ended; err is set only when ctx ended first.
 func (p *Poster) Try(ctx context.Context, evs []Event, ndjson bool) (Outcome, Answer, error) {
-	epoch := p.epoch.Load()
+	n, ph := p.phase()
+	ph.running.Add(1)
+	defer ph.running.Add(-1)
 	o, a := p.try(ctx, evs, ndjson)
 	if ctx.Err() != nil && o != Accepted {
 		return o, a, ctx.Err()
 	}
 	p.Stats.count(o)
-	if p.epoch.Load() != epoch {
-		p.spanning[o].Add(1)
+	ph.ended[o].Add(1)
+	if now, _ := p.phase(); now != n {
+		ph.endedLater[o].Add(1)
 	}
 	switch o {
 	case Accepted:
@@ -198,9 +207,56 @@ func (p *Poster) WrongAnswers() []string {
 	return append([]string(nil), p.wrong...)
 }
 
-// Mark notes a moment (say, just before a signal is sent). Attempts that started before
-// it and end after it are counted by outcome in Spanning.
-func (p *Poster) Mark() { p.epoch.Add(1) }
+// Mark notes a moment (say, just before a signal is sent) and returns its number,
+// starting a phase: the attempts that start from now on until the next Mark.
+// Phase 0 is before the first Mark.
+func (p *Poster) Mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.phases = append(p.phases, &phaseCounts{})
+	return len(p.phases) - 1
+}
 
-// Spanning returns how many attempts in flight at some Mark ended in outcome o.
-func (p *Poster) Spanning(o Outcome) int64 { return p.spanning[o].Load() }
+func (p *Poster) phase() (int, *phaseCounts) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.phases) - 1, p.phases[len(p.phases)-1]
+}
+
+// Phase is what became of the attempts that started in one phase.
+type Phase struct {
+	Running    int64           // not ended yet
+	Ended      [outcomes]int64 // by outcome
+	EndedLater [outcomes]int64 // of those, the ones that ended after the phase did: in flight at its end
+}
+
+// Total is the number of attempts of the phase that ended.
+func (ph Phase) Total() int64 {
+	var n int64
+	for _, c := range ph.Ended {
+		n += c
+	}
+	return n
+}
+
+// InFlight is the number of attempts in flight when the phase ended, that ended since.
+func (ph Phase) InFlight() int64 {
+	var n int64
+	for _, c := range ph.EndedLater {
+		n += c
+	}
+	return n
+}
+
+// Phase returns what became of the attempts that started in phase n, so far.
+func (p *Poster) Phase(n int) Phase {
+	p.mu.Lock()
+	ph := p.phases[n]
+	p.mu.Unlock()
+	out := Phase{Running: ph.running.Load()}
+	for o := range outcomes {
+		out.Ended[o] = ph.ended[o].Load()
+		out.EndedLater[o] = ph.endedLater[o].Load()
+	}
+	return out
+}

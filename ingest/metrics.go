@@ -1,0 +1,109 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/clickstream/pipeline/internal/metrics"
+	"github.com/clickstream/pipeline/internal/server"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ingestMetrics are ingest's own measurements; requests by route and status come from
+// metrics.Instrument. Each is one atomic add per request or per flush, never per event.
+type ingestMetrics struct {
+	accepted, duplicates prometheus.Counter     // ingest_events_total{result}
+	rejected             *prometheus.CounterVec // ingest_rejected_requests_total{reason}
+	flushEvents          prometheus.Histogram   // ingest_flush_events
+	writeErrors          prometheus.Counter     // redis_errors_total{op="write"}
+	checkErrors          prometheus.Counter     // redis_errors_total{op="backpressure"}
+}
+
+// Reasons of ingest_rejected_requests_total.
+const (
+	reasonInvalid      = "invalid"      // 400: malformed JSON or an invalid event
+	reasonUnauthorized = "unauthorized" // 401
+	reasonTimeout      = "timeout"      // 408: the body did not arrive in time
+	reasonTooLarge     = "too_large"    // 413: body over MAX_BODY_BYTES
+	reasonTooMany      = "too_many"     // 413: more than MAX_EVENTS_PER_REQUEST events
+	reasonContentType  = "content_type" // 415
+	reasonBackpressure = "backpressure" // 503: MAX_LAG or MAX_REDIS_MEMORY
+	reasonUnavailable  = "unavailable"  // 503: Redis unreachable, slow or refusing writes
+	reasonInternal     = "internal"     // 500: a bug
+)
+
+func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
+	results := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ingest_events_total",
+		Help: "Events in 202 answers: accepted (written to the stream now) or duplicate (event_id seen within DEDUP_WINDOW, not written again).",
+	}, []string{"result"})
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ingest_rejected_requests_total",
+		Help: "Requests to the event endpoints answered with an error (nothing written), by reason.",
+	}, []string{"reason"})
+	for _, r := range []string{reasonInvalid, reasonUnauthorized, reasonTimeout, reasonTooLarge, reasonTooMany,
+		reasonContentType, reasonBackpressure, reasonUnavailable, reasonInternal} {
+		rejected.WithLabelValues(r)
+	}
+	flush := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ingest_flush_events",
+		Help:    "Events per write to Redis (one round trip shared by the requests waiting).",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 … 65536
+	})
+	reg.MustRegister(results, rejected, flush)
+	redisErrors := metrics.RedisErrors(reg, "write", "backpressure")
+	return &ingestMetrics{
+		accepted:    results.WithLabelValues("accepted"),
+		duplicates:  results.WithLabelValues("duplicate"),
+		rejected:    rejected,
+		flushEvents: flush,
+		writeErrors: redisErrors.WithLabelValues("write"),
+		checkErrors: redisErrors.WithLabelValues("backpressure"),
+	}
+}
+
+// countRejected counts every error answer of the route it guards by its reason. It
+// must come before the auth middleware, so that it sees the 401s too.
+func (m *ingestMetrics) countRejected(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		if err != nil {
+			m.rejected.WithLabelValues(rejectReason(err)).Inc()
+		}
+		return err
+	}
+}
+
+// rejectReason maps an error of the event endpoints to its reason, by the type and
+// status that the central error handler answers it with (see server.classify). In
+// ingest a *server.Status 413 is only ever "too many events" and a *server.Status 503
+// only ever backpressure: a body over the limit is an *http.MaxBytesError, and Redis
+// failing is a *server.Unavailable.
+func rejectReason(err error) string {
+	var st *server.Status
+	var un *server.Unavailable
+	var mb *http.MaxBytesError
+	switch {
+	case errors.As(err, &mb):
+		return reasonTooLarge
+	case errors.As(err, &st):
+		switch st.Code {
+		case http.StatusUnauthorized:
+			return reasonUnauthorized
+		case http.StatusRequestTimeout:
+			return reasonTimeout
+		case http.StatusRequestEntityTooLarge:
+			return reasonTooMany
+		case http.StatusUnsupportedMediaType:
+			return reasonContentType
+		case http.StatusServiceUnavailable:
+			return reasonBackpressure
+		case http.StatusBadRequest:
+			return reasonInvalid
+		}
+	case errors.As(err, &un):
+		return reasonUnavailable
+	}
+	return reasonInternal
+}
