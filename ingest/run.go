@@ -72,10 +72,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	// A write that timed out may still have happened; go-redis must not resend it on its
 	// own, or an event without event_id would be stored twice. The client retries instead.
 	ropt.MaxRetries = -1
-	ropt.DialTimeout = cfg.RedisTimeout
-	ropt.ReadTimeout = cfg.RedisTimeout
-	ropt.WriteTimeout = cfg.RedisTimeout
-	ropt.PoolTimeout = cfg.RedisTimeout
+	config.BoundRedis(ropt, cfg.RedisTimeout)
 	ropt.PoolSize = cfg.Flushers + 4
 	logger.Info("ingest starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"namespace", cfg.Namespace, "redis_timeout", cfg.RedisTimeout, "dedup_window", cfg.DedupWindow,

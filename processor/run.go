@@ -97,9 +97,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if !events.ValidID(cfg.Consumer) {
 		return fmt.Errorf("invalid configuration: CONSUMER_NAME=%q: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", getenv("CONSUMER_NAME"))
 	}
-	ropt.ReadTimeout = cfg.RedisTimeout
-	ropt.WriteTimeout = cfg.RedisTimeout
-	ropt.DialTimeout = cfg.RedisTimeout
+	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger = logger.With("consumer", cfg.Consumer)
 	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewClient(ropt)

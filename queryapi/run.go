@@ -47,10 +47,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		return err
 	}
 	server.ServeDebug(debugAddr, logger)
-	ropt.DialTimeout = cfg.RedisTimeout
-	ropt.ReadTimeout = cfg.RedisTimeout
-	ropt.WriteTimeout = cfg.RedisTimeout
-	ropt.PoolTimeout = cfg.RedisTimeout
+	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace,
 		"keys", len(cfg.Keys))
 	if len(cfg.Keys) == 0 {

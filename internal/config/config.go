@@ -245,3 +245,9 @@ func (r *Reader) HTTPTimeouts() HTTPTimeouts {
 		Idle:       r.Duration("HTTP_IDLE_TIMEOUT", d.Idle, 10*time.Millisecond),
 	}
 }
+
+// BoundRedis bounds every Redis call made with opt by d: dialing, reading, writing,
+// and waiting for a pooled connection.
+func BoundRedis(opt *redis.Options, d time.Duration) {
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = d, d, d, d
+}
