@@ -34,10 +34,18 @@ local n = tonumber(ARGV[3])
 local first, last = 7, 6 + n
 local CHUNK = 2000 -- unpack() is bounded by Lua's C stack
 
--- This consumer's pending entries in the batch's id range, in one call. The range may
--- also hold entries claimed from a dead consumer that are not in this batch, so the
--- count grows until the reply is complete.
-if ARGV[6] == '' or (redis.call('GET', KEYS[3]) or '0') ~= ARGV[6] then
+-- With the epoch unchanged, the first entry is still checked, for one lookup: a batch
+-- is applied whole or not at all, so if its first entry is no longer ours the batch was
+-- already applied (a caller retrying with the epoch by mistake counts nothing twice).
+local checked = ARGV[6] == '' or (redis.call('GET', KEYS[3]) or '0') ~= ARGV[6]
+if not checked then
+  local f = redis.call('XPENDING', stream, group, ARGV[first], ARGV[first], 1, consumer)
+  checked = #f == 0
+end
+if checked then
+  -- This consumer's pending entries in the batch's id range, in one call. The range may
+  -- also hold entries claimed from a dead consumer that are not in this batch, so the
+  -- count grows until the reply is complete.
   local count = n + 1
   local p
   while true do

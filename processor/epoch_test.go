@@ -67,9 +67,13 @@ func TestUnchangedEpochAppliesOnce(t *testing.T) {
 	if err != nil || applied != int64(len(evs)) || skipped != 0 {
 		t.Fatalf("applied %d, skipped %d, %v; want %d, 0", applied, skipped, err, len(evs))
 	}
-	// A retry goes through the checked path (as the consumer's retries do) and adds nothing.
+	// A retry adds nothing, on the checked path (as the consumer's retries go) and even
+	// with the same epoch.
 	if applied, skipped, err = a.Apply(ctx, toEntries(msgs)); err != nil || applied != 0 || skipped != int64(len(evs)) {
 		t.Fatalf("retry applied %d, skipped %d, %v; want 0, %d", applied, skipped, err, len(evs))
+	}
+	if applied, skipped, err = a.ApplyAt(ctx, toEntries(msgs), epoch); err != nil || applied != 0 || skipped != int64(len(evs)) {
+		t.Fatalf("retry with the epoch applied %d, skipped %d, %v; want 0, %d", applied, skipped, err, len(evs))
 	}
 	p.assertTotals(t, evs)
 	if n := p.pendingFor(t, ""); n != 0 {
