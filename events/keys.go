@@ -112,7 +112,8 @@ func (g GenKeys) User(id string) string { return g.prefix + "u:" + id }
 // ProductPrefix is the prefix of per-product hashes.
 func (g GenKeys) ProductPrefix() string { return g.prefix + "p:" }
 
-// Product is the hash of one product's counters.
+// Product is the hash of one product's counters, except clicks: a product's clicks are
+// its score in TopProducts, kept once so that the apply does one write for them, not two.
 func (g GenKeys) Product(id string) string { return g.prefix + "p:" + id }
 
 // TopProducts is the sorted set of product ids scored by clicks.

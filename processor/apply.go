@@ -40,7 +40,8 @@ type Applier struct {
 }
 
 type counters struct {
-	key                            int // 1-based index in KEYS
+	key                            int  // 1-based index in KEYS
+	product                        bool // a product's clicks go to the ranking only
 	clicks, views, dwellMs, dwellN int64
 }
 
@@ -114,7 +115,7 @@ func (a *Applier) call(ctx context.Context, batch []Entry, epoch string) ([]any,
 		}
 		if p, ok = a.products[e.ProductID]; !ok {
 			keys = append(keys, a.gen.Product(e.ProductID))
-			sums = append(sums, counters{key: len(keys)})
+			sums = append(sums, counters{key: len(keys), product: true})
 			p = len(sums) - 1
 			a.products[e.ProductID] = p
 		}
@@ -139,10 +140,14 @@ func (a *Applier) call(ctx context.Context, batch []Entry, epoch string) ([]any,
 	}
 	for i := range sums {
 		s := &sums[i]
+		clicks := s.clicks
+		if s.product {
+			clicks = 0 // counted in the ranking below
+		}
 		for _, f := range [...]struct {
 			name string
 			n    int64
-		}{{events.FieldClicks, s.clicks}, {events.FieldPageViews, s.views}, {events.FieldDwellMs, s.dwellMs}, {events.FieldDwellCount, s.dwellN}} {
+		}{{events.FieldClicks, clicks}, {events.FieldPageViews, s.views}, {events.FieldDwellMs, s.dwellMs}, {events.FieldDwellCount, s.dwellN}} {
 			if f.n != 0 {
 				argv = append(argv, s.key, f.name, f.n)
 			}

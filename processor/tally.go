@@ -24,11 +24,12 @@ func (t *totals) add(e *events.Event) {
 // for a product with clicks. The checkpoint is built with it, and a rebuild's replay
 // must match the checkpoint key for key.
 type tally struct {
-	ns    events.GenKeys
-	index map[string]int // key -> index into keys and sums
-	keys  []string
-	sums  []totals
-	top   map[string]int64 // product id -> clicks
+	ns      events.GenKeys
+	index   map[string]int // key -> index into keys and sums
+	keys    []string
+	sums    []totals
+	product []bool           // keys[i] is a product's: its clicks go to the ranking only
+	top     map[string]int64 // product id -> clicks
 }
 
 func newTally(ns events.GenKeys) *tally {
@@ -36,13 +37,14 @@ func newTally(ns events.GenKeys) *tally {
 }
 
 func (t *tally) add(e *events.Event) {
-	for _, key := range [2]string{t.ns.User(e.UserID), t.ns.Product(e.ProductID)} {
+	for j, key := range [2]string{t.ns.User(e.UserID), t.ns.Product(e.ProductID)} {
 		i, ok := t.index[key]
 		if !ok {
 			i = len(t.keys)
 			t.index[key] = i
 			t.keys = append(t.keys, key)
 			t.sums = append(t.sums, totals{})
+			t.product = append(t.product, j == 1)
 		}
 		t.sums[i].add(e)
 	}
@@ -56,6 +58,9 @@ func (t *tally) add(e *events.Event) {
 // then pairs (clicks, product id).
 func (t *tally) appendArgs(argv []any, firstKey int) []any {
 	for i, s := range t.sums {
+		if t.product[i] {
+			s.Clicks = 0 // counted in the ranking below
+		}
 		for _, f := range [...]struct {
 			name string
 			n    int64

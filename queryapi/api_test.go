@@ -140,6 +140,15 @@ func (a *api) hset(key string, clicks, pageViews, dwellMs, dwellCount int64) {
 		events.FieldDwellMs, dwellMs, events.FieldDwellCount, dwellCount)
 }
 
+// product writes a product's counters the way the processor leaves them: its clicks
+// in the ranking, the rest in its hash.
+func (a *api) product(id string, clicks, pageViews, dwellMs, dwellCount int64) {
+	a.t.Helper()
+	a.do("HSET", a.gen.Product(id), events.FieldPageViews, pageViews,
+		events.FieldDwellMs, dwellMs, events.FieldDwellCount, dwellCount)
+	a.do("ZADD", a.gen.TopProducts(), clicks, id)
+}
+
 const (
 	userIDErr    = `{"error":"user_id: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"}`
 	productIDErr = `{"error":"product_id: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"}`
@@ -190,7 +199,7 @@ func TestQueryAPI(t *testing.T) {
 	t.Run("products", func(t *testing.T) {
 		t.Parallel()
 		a := startAPI(t, s)
-		a.hset(a.gen.Product("p1"), 10, 20, 30000, 4)
+		a.product("p1", 10, 20, 30000, 4)
 		a.do("HSET", a.gen.Product("p2"), events.FieldPageViews, 1)
 		a.hset(a.gen.User("p1"), 1, 1, 1, 1) // a user of the same id is another key
 
@@ -243,7 +252,7 @@ func TestQueryAPI(t *testing.T) {
 		t.Parallel()
 		a := startAPI(t, s)
 		a.hset(a.gen.User("u1"), 42, 1, 1, 1)
-		a.hset(a.gen.Product("u2"), 5, 0, 0, 0) // a product, not a user
+		a.product("u2", 5, 0, 0, 0) // a product, not a user
 		a.expect("/user/u1/clicks", 200, `42`)
 		a.expect("/user/u2/clicks", 200, `0`)
 		a.expect("/user/nobody/clicks", 200, `0`)
@@ -302,7 +311,7 @@ func TestQueryAPI(t *testing.T) {
 			id := "u" + strconv.Itoa(i)
 			n := int64(i)
 			a.hset(a.gen.User(id), n, 2*n, 3*n, 4*n)
-			a.hset(a.gen.Product(id), 5*n, 6*n, 7*n, 8*n)
+			a.product(id, 5*n, 6*n, 7*n, 8*n)
 			want["/v1/users/"+id] = `{"user_id":"` + id + `","clicks":` + strconv.Itoa(i) + `,"page_views":` + strconv.Itoa(2*i) +
 				`,"dwell_ms":` + strconv.Itoa(3*i) + `,"dwell_count":` + strconv.Itoa(4*i) + `}`
 			want["/v1/products/"+id] = `{"product_id":"` + id + `","clicks":` + strconv.Itoa(5*i) + `,"page_views":` + strconv.Itoa(6*i) +
@@ -349,7 +358,7 @@ func TestQueryAPIRedisKilled(t *testing.T) {
 	s := redistest.Start(t, redistest.AOF())
 	a := startAPI(t, s, "REDIS_TIMEOUT", "500ms")
 	a.hset(a.gen.User("u1"), 3, 2, 1000, 1)
-	a.hset(a.gen.Product("p1"), 3, 2, 1000, 1)
+	a.product("p1", 3, 2, 1000, 1)
 	a.do("ZADD", a.gen.TopProducts(), 3, "p1")
 	a.do("XADD", a.keys.Stream(), "1-1", "u", "u1", "p", "p1", "k", "c")
 

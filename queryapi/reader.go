@@ -87,6 +87,7 @@ func (r *totalsReader) Totals(ctx context.Context, kind entity, id string) (Tota
 func (r *totalsReader) loop(ctx context.Context) {
 	batch := make([]*readReq, 0, maxReadBatch)
 	cmds := make([]*redis.SliceCmd, 0, maxReadBatch)
+	scores := make([]*redis.FloatCmd, 0, maxReadBatch)
 	for {
 		select {
 		case req := <-r.queue:
@@ -111,7 +112,7 @@ func (r *totalsReader) loop(ctx context.Context) {
 			}
 		}
 		var err error
-		cmds, err = r.read(batch, cmds)
+		cmds, scores, err = r.read(batch, cmds, scores)
 		for i, req := range batch {
 			// A failed round trip fails every request; a failed command only its own.
 			reqErr := err
@@ -122,35 +123,51 @@ func (r *totalsReader) loop(ctx context.Context) {
 				req.done <- readResult{err: reqErr}
 				continue
 			}
-			req.done <- readResult{t: parseTotals(cmds[i].Val())}
+			t := parseTotals(cmds[i].Val())
+			if req.kind == productEntity {
+				// A product's clicks live in the ranking only (see events.GenKeys.Product).
+				score, serr := scores[i].Result()
+				if serr != nil && !errors.Is(serr, redis.Nil) {
+					req.done <- readResult{err: serr}
+					continue
+				}
+				t.Clicks = int64(score)
+			}
+			req.done <- readResult{t: t}
 		}
 	}
 }
 
-// read sends the batch's HMGETs, with the generation pointer, in one MULTI/EXEC, and
-// does it again if the pointer had moved since the last read.
-func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd) ([]*redis.SliceCmd, error) {
+// read sends the batch's HMGETs (and, for products, the ZSCOREs of their clicks), with
+// the generation pointer, in one MULTI/EXEC, and does it again if the pointer had moved
+// since the last read. scores[i] is nil for a user's request.
+func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd, scores []*redis.FloatCmd) ([]*redis.SliceCmd, []*redis.FloatCmd, error) {
 	gen := r.gens.load()
 	for redo := 0; ; redo++ {
 		cctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 		pipe := r.rdb.TxPipeline()
 		ptr := pipe.Get(cctx, r.gens.keys.Generation())
-		cmds = cmds[:0]
+		cmds, scores = cmds[:0], scores[:0]
 		for _, req := range batch {
 			cmds = append(cmds, pipe.HMGet(cctx, req.key(gen), events.FieldClicks, events.FieldPageViews, events.FieldDwellMs, events.FieldDwellCount))
+			var score *redis.FloatCmd
+			if req.kind == productEntity {
+				score = pipe.ZScore(cctx, gen.TopProducts(), req.id)
+			}
+			scores = append(scores, score)
 		}
 		_, err := pipe.Exec(cctx)
 		cancel()
 		if err != nil && !errors.Is(err, redis.Nil) { // Nil: the pointer is unset
 			r.errors.Inc()
-			return cmds, err
+			return cmds, scores, err
 		}
 		var moved bool
 		if gen, moved, err = r.gens.check(gen, ptr.Val()); err != nil || !moved {
-			return cmds, err
+			return cmds, scores, err
 		}
 		if redo == maxRedo {
-			return cmds, errPointerMoving
+			return cmds, scores, errPointerMoving
 		}
 	}
 }
