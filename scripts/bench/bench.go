@@ -33,6 +33,7 @@ type bench struct {
 	procs   []*exec.Cmd
 	rows    []row
 	version string
+	log     strings.Builder // what logf printed, for the report
 }
 
 type row struct {
@@ -78,7 +79,9 @@ func newBench(ctx context.Context, o options, out io.Writer) (*bench, error) {
 }
 
 func (b *bench) logf(format string, args ...any) {
-	fmt.Fprintf(b.out, "# "+format+"\n", args...)
+	line := fmt.Sprintf(format+"\n", args...)
+	fmt.Fprint(b.out, "# "+line)
+	b.log.WriteString(line)
 }
 
 func (b *bench) close() {

@@ -92,6 +92,10 @@ func (b *bench) all() error {
 
 	// 3. Processor drain of the preload, then the watermill peer.
 	keys := events.NewKeys("drain")
+	if err := b.rdb.ConfigResetStat(ctx).Err(); err != nil {
+		return err
+	}
+	redisCPU0 := cpuTime(b.redis.Process.Pid)
 	t0 := time.Now()
 	procAddr := freeAddr()
 	if _, err := b.start("processor", []string{b.dir + "/processor"},
@@ -103,6 +107,9 @@ func (b *bench) all() error {
 	}
 	drain := float64(b.o.events) / time.Since(t0).Seconds()
 	b.logf("processor drained %d events at %s events/s", b.o.events, num(drain))
+	if err := b.redisProfile(ctx, cpuTime(b.redis.Process.Pid)-redisCPU0, b.o.events); err != nil {
+		return err
+	}
 
 	worst, err := b.drainWorstCase(ctx)
 	if err != nil {
@@ -189,6 +196,35 @@ func (b *bench) rebuild(ctx context.Context, n int) error {
 	b.logf("rebuild of %d events: %s events/s", n, num(rate))
 	b.add(fmt.Sprintf("processor rebuild of %s events (replay, switch, old keys removed)", num(float64(n))), num(rate)+" events/s", "", "")
 	return nil
+}
+
+// redisProfile logs where Redis spent its time during a drain, per event: its CPU time
+// and the time INFO commandstats gives each command (the Lua apply includes the
+// commands it calls).
+func (b *bench) redisProfile(ctx context.Context, cpu time.Duration, n int) error {
+	info, err := b.rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return err
+	}
+	line := fmt.Sprintf("redis during the drain: %.2f µs CPU per event;", float64(cpu.Microseconds())/float64(n))
+	for _, c := range []string{"xreadgroup", "evalsha", "xack", "hincrby", "zincrby"} {
+		v := infoField(info, "cmdstat_"+c)
+		calls, usec := statField(v, "calls"), statField(v, "usec")
+		line += fmt.Sprintf(" %s %d calls %.2f µs/event;", c, calls, float64(usec)/float64(n))
+	}
+	b.logf("%s", strings.TrimSuffix(line, ";"))
+	return nil
+}
+
+// statField reads name=value from an INFO commandstats line.
+func statField(line, name string) int64 {
+	for _, kv := range strings.Split(line, ",") {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // drainWorstCase preloads the uniform workload straight into a stream and measures how
@@ -466,6 +502,10 @@ func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + " ms"
 }
 
+// generatedEnd separates the part of BENCHMARKS.md that bench writes from the notes
+// people keep below it, which a new run leaves as they are.
+const generatedEnd = "<!-- end of the part written by scripts/bench -->"
+
 func (b *bench) report() error {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "| measurement | result | target | |\n|---|---|---|---|\n")
@@ -477,20 +517,34 @@ func (b *bench) report() error {
 	if b.o.out == "" {
 		return nil
 	}
-	mode := ""
+	command := "go run ./scripts/bench"
 	if b.o.quick {
-		mode = " with -quick (smaller counts; not comparable to a full run)"
+		command += " -quick` (smaller counts and windows: not comparable to a full run)"
+	} else {
+		command += "`"
 	}
 	doc := fmt.Sprintf(`# Benchmarks
 
-Produced by `+"`go run ./scripts/bench%s`"+` on %s: %d cores, Redis %s (private
-redis-server on a unix socket, persistence off), load generator, servers and Redis
-on the same machine. Every figure in one table comes from the same run, side by side.
+Produced by `+"`%s"+` on %s: %d cores, Redis %s (a private
+redis-server on a unix socket, persistence off); the load generator, the servers and
+Redis share the machine. Every figure comes from this one run, side by side.
 
 %s
-How each row is measured: see the comment at the top of each function in
-scripts/bench/measure.go. Ratios compare servers measured one after the other in this
-run with the same client; absolute figures move with the machine's load.
-`, map[bool]string{true: " -quick", false: ""}[b.o.quick]+mode, time.Now().UTC().Format("2006-01-02"), cores(), b.version, table)
+The run's log, with the CPU each process used during each HTTP measurement:
+
+`+"```"+`
+%s`+"```"+`
+
+How each row is measured: the comment on each function in scripts/bench/measure.go.
+Ratios compare servers measured one after the other in this run with the same client;
+absolute figures move with the machine's load.
+
+%s
+`, command, time.Now().UTC().Format("2006-01-02"), cores(), b.version, table, b.log.String(), generatedEnd)
+	if old, err := os.ReadFile(b.o.out); err == nil {
+		if i := strings.Index(string(old), generatedEnd); i >= 0 {
+			doc += strings.TrimPrefix(string(old[i+len(generatedEnd):]), "\n")
+		}
+	}
 	return os.WriteFile(b.o.out, []byte(doc), 0o644)
 }
