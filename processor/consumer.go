@@ -39,9 +39,9 @@ type generation struct {
 // genBatch is a batch with the generation it was read from, which is the one it
 // must be applied to.
 type genBatch struct {
-	gen     *generation
-	entries []Entry
-	epoch   string // the group's claim epoch read just before the batch
+	gen   *generation
+	msgs  []redis.XMessage // decoded by the applier, so the reader can read on at once
+	epoch string           // the group's claim epoch read just before the batch
 }
 
 // NewConsumer returns a consumer named name in gen's group, measured by m.
@@ -130,7 +130,7 @@ func (c *Consumer) Run(stop <-chan struct{}) error {
 		go func() {
 			defer wg.Done()
 			for b := range batches {
-				c.applyWithRetry(stop, b.gen, b.entries, b.epoch)
+				c.applyWithRetry(stop, b.gen, decodeMessages(b.msgs), b.epoch)
 			}
 		}()
 	}
@@ -205,7 +205,7 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 			// Continue after the last pending entry we got.
 			start = msgs[len(msgs)-1].ID
 		}
-		out <- genBatch{gen: g, entries: decodeMessages(msgs), epoch: epoch}
+		out <- genBatch{gen: g, msgs: msgs, epoch: epoch}
 	}
 }
 
