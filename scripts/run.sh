@@ -31,7 +31,7 @@ redis_pid=""
 pids=()         # service pids, in start order
 names=()
 
-log() { printf 'run.sh: %s\n' "$*" >&2; }
+log() { printf 'run.sh: %s\n' "$*" >&2 || true; }
 
 # url turns a listen address (":8080", "0.0.0.0:8080", "127.0.0.1:8080") into a base URL.
 url() {
@@ -102,6 +102,9 @@ cleanup() {
 	stop_redis
 	log "stopped"
 }
+# Output may go to a pipe (run.sh | tee log) that Ctrl-C closes first: a write to it must
+# not kill the script before it has stopped what it started.
+trap '' PIPE
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
