@@ -138,8 +138,8 @@ if [[ -z ${REDIS_URL:-} ]]; then
 		log "stop it with: redis-cli -s $redis_sock shutdown"
 		exit 1
 	fi
-	# AOF with fsync every second: a 202 survives a crash of Redis, though not of the
-	# machine in the last second. Use --appendfsync always to close that window too.
+	# AOF with fsync every second: a restart keeps everything; a crash can lose about the
+	# last second of acknowledged writes. --appendfsync always closes that window.
 	# --daemonize puts Redis in its own session, so Ctrl-C in this terminal reaches the
 	# services but not Redis, which this script stops last.
 	redis-server \
