@@ -10,14 +10,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,6 +24,7 @@ import (
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/proctest"
 	"github.com/clickstream/pipeline/internal/redistest"
+	wl "github.com/clickstream/pipeline/internal/workload"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -109,7 +108,7 @@ func TestCrashRecoveryExactTotals(t *testing.T) {
 		Timeout:   15 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 2 * posters},
 	}
-	ing := &poster{client: client, url: "http://" + ingestAddr + "/v1/events", w: w, tally: newTally()}
+	ing := &poster{client: client, url: "http://" + ingestAddr + "/v1/events", tally: newTally()}
 	postCtx, stopPosting := context.WithCancel(ctx)
 	defer stopPosting()
 
@@ -171,36 +170,40 @@ feed:
 		t.Errorf("no kill left entries pending: the claim path was not exercised")
 	}
 
-	query := &queryClient{client: client, base: "http://" + queryAddr}
-	pl := waitDrained(ctx, t, query)
+	query := wl.NewQuery(client, "http://"+queryAddr)
+	pl, err := query.WaitDrained(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	drained := time.Since(start)
+	distinct := exp.totals.Distinct()
 	for _, p := range []*proctest.Process{survivor, victim} {
 		if p.Exited() {
 			t.Errorf("%s exited unexpectedly: %v", p.Name, p.Err())
 		}
 	}
 	t.Logf("processing: %d events applied in %v from first post to drained: %.0f events/s",
-		exp.distinct, drained.Round(time.Millisecond), float64(exp.distinct)/drained.Seconds())
+		distinct, drained.Round(time.Millisecond), float64(distinct)/drained.Seconds())
 	claimed, skipped := claimStats(t, f)
 	t.Logf("processors claimed %d entries left pending by other consumers and skipped %d redeliveries already applied; the group has %d consumers (dead ones are reaped after CONSUMER_EXPIRY)",
 		claimed, skipped, pl.Groups[0].Consumers)
 
 	// The stream holds each event once, nothing was dead-lettered.
-	if pl.Groups[0].Name != group {
-		t.Errorf("group %q, want %q", pl.Groups[0].Name, group)
+	if len(pl.Groups) != 1 || pl.Groups[0].Name != group {
+		t.Errorf("groups %+v, want only %q", pl.Groups, group)
 	}
-	if pl.Length != int64(exp.distinct) {
+	if pl.Length != int64(distinct) {
 		t.Errorf("stream length %d, want %d distinct accepted events (%d postings, %d non-202 answers retried)",
-			pl.Length, exp.distinct, exp.posted, exp.retried)
+			pl.Length, distinct, exp.posted, exp.retried)
 	}
 	if pl.DeadLetter.Length != 0 {
 		t.Errorf("dead-letter stream %s holds %d entries, want 0", pl.DeadLetter.Stream, pl.DeadLetter.Length)
 	}
 	if exp.retried == 0 {
 		// Without retries, the 202 answers account for every posting exactly.
-		if exp.accepted != exp.distinct || exp.duplicates != exp.posted-exp.distinct {
+		if exp.accepted != distinct || exp.duplicates != exp.posted-distinct {
 			t.Errorf("202 answers: accepted %d, duplicates %d; want %d and %d",
-				exp.accepted, exp.duplicates, exp.distinct, exp.posted-exp.distinct)
+				exp.accepted, exp.duplicates, distinct, exp.posted-distinct)
 		}
 	}
 	for _, pair := range exp.pairs {
@@ -213,79 +216,42 @@ feed:
 	checkRanking(ctx, t, query, exp)
 }
 
-// waitDrained polls /v1/pipeline until the group has nothing undelivered (lag) and
-// nothing unacked (pending), and returns that state.
-func waitDrained(ctx context.Context, t *testing.T, query *queryClient) pipelineState {
-	t.Helper()
-	for {
-		var pl pipelineState
-		if err := query.get(ctx, "/v1/pipeline", &pl); err != nil {
-			t.Fatal(err)
-		}
-		if len(pl.Groups) == 1 && pl.Groups[0].Pending == 0 && pl.Groups[0].Lag == 0 {
-			return pl
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("pipeline not drained in time: %+v", pl)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // checkTotals compares every user's and every product's four counters with exp.
-func checkTotals(ctx context.Context, t *testing.T, query *queryClient, exp *tally) {
+func checkTotals(ctx context.Context, t *testing.T, query *wl.Query, exp *tally) {
 	t.Helper()
-	var mismatches []string
-	check := func(path string, want counters) {
-		var got counters
-		if err := query.get(ctx, path, &got); err != nil {
-			t.Fatal(err)
-		}
-		if got != want {
-			mismatches = append(mismatches, fmt.Sprintf("GET %s: got %+v, want %+v", path, got, want))
-		}
+	users := make([]string, nUsers)
+	for u := range users {
+		users[u] = wl.UserID(u)
 	}
-	var sum counters
-	for u := range nUsers {
-		id := userID(u)
-		want := exp.users[id]
-		want.UserID = id
-		check("/v1/users/"+id, want)
-		sum.add(want)
+	products := make([]string, nProducts)
+	for p := range products {
+		products[p] = wl.ProductID(p)
 	}
-	for p := range nProducts {
-		id := productID(p)
-		want := exp.products[id]
-		want.ProductID = id
-		check("/v1/products/"+id, want)
-	}
-	if len(mismatches) > 0 {
-		t.Errorf("%d of %d totals differ (%d non-202 answers were retried); the first ones:\n%s",
-			len(mismatches), nUsers+nProducts, exp.retried, strings.Join(mismatches[:min(len(mismatches), 10)], "\n"))
+	sum, err := query.Check(ctx, exp.totals, users, products)
+	if err != nil {
+		t.Errorf("%v\n(%d non-202 answers were retried)", err, exp.retried)
 		return
 	}
-	t.Logf("all %d users' and %d products' totals exact: %d clicks, %d page views, %d dwells totalling %d ms",
-		nUsers, nProducts, sum.Clicks, sum.PageViews, sum.DwellCount, sum.DwellMs)
+	t.Logf("all %s", sum)
 }
 
 // checkRanking compares /v1/products/top, in full and cut short, with exp.
-func checkRanking(ctx context.Context, t *testing.T, query *queryClient, exp *tally) {
+func checkRanking(ctx context.Context, t *testing.T, query *wl.Query, exp *tally) {
 	t.Helper()
 	wantTop := make([]productClicks, 0, nProducts)
 	for p := range nProducts {
-		if c := exp.products[productID(p)].Clicks; c > 0 {
-			wantTop = append(wantTop, productClicks{productID(p), c})
+		if c := exp.totals.Product(wl.ProductID(p)).Clicks; c > 0 {
+			wantTop = append(wantTop, productClicks{wl.ProductID(p), c})
 		}
 	}
 	slices.SortStableFunc(wantTop, func(a, b productClicks) int { return int(b.Clicks - a.Clicks) })
 	for _, limit := range []int{nProducts, 5} {
 		var got []productClicks
-		if err := query.get(ctx, "/v1/products/top?limit="+strconv.Itoa(limit), &got); err != nil {
+		if err := query.Get(ctx, "/v1/products/top?limit="+strconv.Itoa(limit), &got); err != nil {
 			t.Fatal(err)
 		}
 		want := wantTop[:min(limit, len(wantTop))]
-		if err := sameRanking(got, want, exp.products); err != nil {
+		if err := sameRanking(got, want, exp.totals); err != nil {
 			t.Errorf("GET /v1/products/top?limit=%d: %v\ngot  %v\nwant %v", limit, err, got, want)
 		}
 	}
@@ -293,56 +259,32 @@ func checkRanking(ctx context.Context, t *testing.T, query *queryClient, exp *ta
 
 // ----- the workload -----
 
-// wireEvent is an event as a client posts it.
-type wireEvent struct {
-	UserID     string `json:"user_id"`
-	ProductID  string `json:"product_id"`
-	Type       string `json:"type"`
-	DurationMs int64  `json:"duration_ms,omitempty"`
-	EventID    string `json:"event_id,omitempty"`
-}
-
 // request is one POST to ingest.
 type request struct {
 	contentType string
 	body        []byte
-	events      []int // indexes into workload.events
-	concurrent  bool  // post it from two clients at the same instant
+	events      []wl.Event // the events in body
+	concurrent  bool       // post it from two clients at the same instant
 }
 
 type workload struct {
-	events   []wireEvent
+	events   []wl.Event
 	requests []*request
 	withID   int // events with an event_id
 	reposted int // of those, posted twice
 	postings int // events in all requests, copies included (a concurrent pair counts twice)
 }
 
-func userID(i int) string    { return fmt.Sprintf("user-%03d", i) }
-func productID(i int) string { return fmt.Sprintf("prod-%02d", i) }
-
 // newWorkload generates the events and cuts them into requests: about 10% posted one
 // per request, the rest in JSON-array and NDJSON batches of 100; about 10% carry an
 // event_id, and 30% of those are posted a second time in some other request (a client
 // retry), a few of them by two clients at once.
 func newWorkload(rng *rand.Rand) *workload {
-	w := &workload{events: make([]wireEvent, nEvents)}
+	w := &workload{events: make([]wl.Event, nEvents)}
 	var withID []int
 	for i := range w.events {
-		ev := wireEvent{
-			UserID: userID(rng.IntN(nUsers)),
-			// Skewed, so that the ranking has a clear head and a long tail.
-			ProductID: productID(int(nProducts * math.Pow(rng.Float64(), 2))),
-		}
-		switch r := rng.Float64(); {
-		case r < 0.5:
-			ev.Type = "click"
-		case r < 0.85:
-			ev.Type = "page_view"
-		default:
-			ev.Type = "dwell"
-			ev.DurationMs = 1 + rng.Int64N(120_000)
-		}
+		// Products are skewed, so that the ranking has a clear head and a long tail.
+		ev := wl.Random(rng, nUsers, nProducts)
 		if rng.Float64() < idShare {
 			ev.EventID = fmt.Sprintf("ev-%06d", i)
 			withID = append(withID, i)
@@ -393,72 +335,29 @@ func newWorkload(rng *rand.Rand) *workload {
 	return w
 }
 
+// single is a request of one event, posted as a JSON object rather than an array.
 func (w *workload) single(i int) *request {
 	b, _ := json.Marshal(w.events[i])
-	return &request{contentType: "application/json", body: b, events: []int{i}}
+	return &request{contentType: "application/json", body: b, events: w.events[i : i+1]}
 }
 
 func (w *workload) batch(idx []int, ndjson bool) *request {
-	r := &request{events: slices.Clone(idx)}
-	var buf bytes.Buffer
-	if ndjson {
-		r.contentType = "application/x-ndjson"
-		enc := json.NewEncoder(&buf) // one object per line
-		for _, i := range idx {
-			enc.Encode(w.events[i])
-		}
-	} else {
-		r.contentType = "application/json"
-		evs := make([]wireEvent, len(idx))
-		for j, i := range idx {
-			evs[j] = w.events[i]
-		}
-		b, _ := json.Marshal(evs)
-		buf.Write(b)
+	r := &request{events: make([]wl.Event, len(idx))}
+	for j, i := range idx {
+		r.events[j] = w.events[i]
 	}
-	r.body = buf.Bytes()
+	r.contentType, r.body = wl.Body(r.events, ndjson)
 	return r
 }
 
 // ----- posting and the expected totals -----
 
-// counters are one user's or product's totals, in queryapi's JSON shape.
-type counters struct {
-	UserID     string `json:"user_id,omitempty"`
-	ProductID  string `json:"product_id,omitempty"`
-	Clicks     int64  `json:"clicks"`
-	PageViews  int64  `json:"page_views"`
-	DwellMs    int64  `json:"dwell_ms"`
-	DwellCount int64  `json:"dwell_count"`
-}
-
-func (c *counters) add(o counters) {
-	c.Clicks += o.Clicks
-	c.PageViews += o.PageViews
-	c.DwellMs += o.DwellMs
-	c.DwellCount += o.DwellCount
-}
-
-func (c *counters) count(ev *wireEvent) {
-	switch ev.Type {
-	case "click":
-		c.Clicks++
-	case "page_view":
-		c.PageViews++
-	case "dwell":
-		c.DwellMs += ev.DurationMs
-		c.DwellCount++
-	}
-}
-
 // tally is what the test expects, built from the 202 answers only: the events of a
 // request that got 202 count, an event_id counts once however often it was accepted.
 type tally struct {
+	totals *wl.Expected // every user's and product's counters, and the stream length
+
 	mu         sync.Mutex
-	seen       map[string]bool
-	users      map[string]counters
-	products   map[string]counters
-	distinct   int   // distinct events accepted: the stream length to expect
 	posted     int   // events in requests that got 202, copies included
 	accepted   int   // sums of the 202 answers' fields
 	duplicates int   //
@@ -466,30 +365,15 @@ type tally struct {
 	pairs      []int // per concurrent pair: how many of the two posts were accepted
 }
 
-func newTally() *tally {
-	return &tally{seen: map[string]bool{}, users: map[string]counters{}, products: map[string]counters{}}
-}
+func newTally() *tally { return &tally{totals: wl.NewExpected()} }
 
-func (t *tally) record(w *workload, r *request, a accepted) {
+func (t *tally) record(r *request, a accepted) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.posted += len(r.events)
 	t.accepted += a.Accepted
 	t.duplicates += a.Duplicates
-	for _, i := range r.events {
-		ev := &w.events[i]
-		if ev.EventID != "" {
-			if t.seen[ev.EventID] {
-				continue
-			}
-			t.seen[ev.EventID] = true
-		}
-		t.distinct++
-		u, p := t.users[ev.UserID], t.products[ev.ProductID]
-		u.count(ev)
-		p.count(ev)
-		t.users[ev.UserID], t.products[ev.ProductID] = u, p
-	}
+	t.mu.Unlock()
+	t.totals.Add(r.events)
 }
 
 // accepted is ingest's 202 body.
@@ -502,7 +386,6 @@ type accepted struct {
 type poster struct {
 	client   *http.Client
 	url      string
-	w        *workload
 	tally    *tally
 	progress atomic.Int64 // events in requests that got 202
 }
@@ -513,7 +396,7 @@ func (p *poster) do(ctx context.Context, r *request) error {
 		if err != nil {
 			return err
 		}
-		p.tally.record(p.w, r, a)
+		p.tally.record(r, a)
 		p.progress.Add(int64(len(r.events)))
 		return nil
 	}
@@ -536,7 +419,7 @@ func (p *poster) do(ctx context.Context, r *request) error {
 		if errs[k] != nil {
 			return errs[k]
 		}
-		p.tally.record(p.w, r, res[k])
+		p.tally.record(r, res[k])
 		p.progress.Add(int64(len(r.events)))
 	}
 	p.tally.mu.Lock()
@@ -688,58 +571,16 @@ func claimStats(t *testing.T, f *proctest.Fleet) (claimed, skipped int) {
 
 // ----- reading queryapi -----
 
-type pipelineState struct {
-	Stream string `json:"stream"`
-	Length int64  `json:"length"`
-	Groups []struct {
-		Name      string `json:"name"`
-		Pending   int64  `json:"pending"`
-		Lag       int64  `json:"lag"`
-		Consumers int64  `json:"consumers"`
-	} `json:"groups"`
-	DeadLetter struct {
-		Stream string `json:"stream"`
-		Length int64  `json:"length"`
-	} `json:"dead_letter"`
-}
-
+// productClicks is an entry of queryapi's /v1/products/top.
 type productClicks struct {
 	ProductID string `json:"product_id"`
 	Clicks    int64  `json:"clicks"`
 }
 
-type queryClient struct {
-	client *http.Client
-	base   string
-}
-
-func (q *queryClient) get(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, q.base+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := q.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("GET %s: %w in %s", path, err, body)
-	}
-	return nil
-}
-
 // sameRanking checks got against want, the expected ranking: the same length, every
 // product's clicks exact, highest first. Products with equal clicks may come in any
 // order, so positions are compared by clicks, not by product.
-func sameRanking(got, want []productClicks, exp map[string]counters) error {
+func sameRanking(got, want []productClicks, exp *wl.Expected) error {
 	if len(got) != len(want) {
 		return fmt.Errorf("%d products, want %d", len(got), len(want))
 	}
@@ -749,7 +590,7 @@ func sameRanking(got, want []productClicks, exp map[string]counters) error {
 			return fmt.Errorf("%s listed twice", g.ProductID)
 		}
 		seen[g.ProductID] = true
-		if c := exp[g.ProductID].Clicks; g.Clicks != c {
+		if c := exp.Product(g.ProductID).Clicks; g.Clicks != c {
 			return fmt.Errorf("position %d: %s has %d clicks, want %d", i+1, g.ProductID, g.Clicks, c)
 		}
 		if g.Clicks != want[i].Clicks {

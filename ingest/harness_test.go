@@ -14,27 +14,9 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/clickstream/pipeline/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
-
-// logBuffer collects a service's log; it is printed only when the test fails, so a
-// goroutine that logs late can never write to a finished test.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // ingestUnderTest is one ingest service running in-process against a test's Redis.
 type ingestUnderTest struct {
@@ -42,7 +24,7 @@ type ingestUnderTest struct {
 	keys   events.Keys
 	rdb    *redis.Client // the test's own client, for looking at the stream
 	client *http.Client
-	logs   *logBuffer // the service's log
+	logs   *testlog.Buffer // the service's log
 
 	mu         sync.Mutex
 	transports []*http.Transport
@@ -71,7 +53,7 @@ func startIngest(t *testing.T, rs *redistest.Server, env map[string]string) *ing
 		rdb:  rs.Client(),
 	}
 	svc.client = svc.newClient(0)
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	svc.logs = logs
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -15,27 +14,9 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/clickstream/pipeline/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
-
-// logBuffer collects a service's log; it is printed only when the test fails, so a
-// goroutine that logs late can never write to a finished test.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // pipeline is one test's view of Redis: its own namespace on the test's server.
 type pipeline struct {
@@ -76,7 +57,7 @@ func (p *pipeline) startProcessorOn(t *testing.T, name string, env map[string]st
 	for k, v := range env {
 		vars[k] = v
 	}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runWith(ctx, func(k string) string { return vars[k] }, logs, ln) }()

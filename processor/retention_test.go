@@ -12,6 +12,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/clickstream/pipeline/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -62,7 +63,7 @@ func TestRetentionTrimsAndRebuildStaysExact(t *testing.T) {
 	live := snapshot(t, p.rdb, p.gen)
 
 	// Rebuild in-process, while the processor keeps folding and trimming.
-	out := &logBuffer{}
+	out := &testlog.Buffer{}
 	vars := map[string]string{"REDIS_URL": rs.URL(), "REDIS_NAMESPACE": p.ns, "BATCH_SIZE": "200"}
 	if err := run(ctx, []string{"processor", "rebuild"}, func(k string) string { return vars[k] }, out, out); err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out)
@@ -151,7 +152,7 @@ func TestRetentionKeepsUnackedEntries(t *testing.T) {
 
 	// The rebuild, from the checkpoint alone, equals the live totals.
 	live := snapshot(t, p.rdb, p.gen)
-	out := &logBuffer{}
+	out := &testlog.Buffer{}
 	vars := map[string]string{"REDIS_URL": rs.URL(), "REDIS_NAMESPACE": p.ns}
 	if err := run(ctx, []string{"processor", "rebuild"}, func(k string) string { return vars[k] }, out, out); err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out)

@@ -18,13 +18,14 @@ import (
 	"sync"
 )
 
-// Event is an event as a client posts it.
+// Event is an event as a client posts it. Source always sets EventID; an event built
+// without one is posted without the field, and ingest stores it each time it accepts it.
 type Event struct {
 	UserID     string `json:"user_id"`
 	ProductID  string `json:"product_id"`
 	Type       string `json:"type"`
 	DurationMs int64  `json:"duration_ms,omitempty"`
-	EventID    string `json:"event_id"`
+	EventID    string `json:"event_id,omitempty"`
 }
 
 // Source generates events for a fixed set of users and products. It is not safe for
@@ -60,23 +61,30 @@ func ids(n int, name func(int) string) []string {
 	return out
 }
 
-// Next returns a new event: half clicks, a third page views, the rest dwells of up to
-// two minutes; products skewed so that a few get most of the traffic.
+// Next returns a new event, drawn as Random draws it, with the next event_id.
 func (s *Source) Next() Event {
-	ev := Event{
-		UserID:    UserID(s.rng.IntN(s.users)),
-		ProductID: ProductID(int(float64(s.products) * math.Pow(s.rng.Float64(), 2))),
-		EventID:   fmt.Sprintf("%s%08d", s.prefix, s.next),
-	}
+	ev := Random(s.rng, s.users, s.products)
+	ev.EventID = fmt.Sprintf("%s%08d", s.prefix, s.next)
 	s.next++
-	switch r := s.rng.Float64(); {
+	return ev
+}
+
+// Random returns an event without event_id, drawn from rng, for one of the first users
+// users and products products: half clicks, a third page views, the rest dwells of up
+// to two minutes; products skewed so that a few get most of the traffic.
+func Random(rng *rand.Rand, users, products int) Event {
+	ev := Event{
+		UserID:    UserID(rng.IntN(users)),
+		ProductID: ProductID(int(float64(products) * math.Pow(rng.Float64(), 2))),
+	}
+	switch r := rng.Float64(); {
 	case r < 0.5:
 		ev.Type = "click"
 	case r < 0.85:
 		ev.Type = "page_view"
 	default:
 		ev.Type = "dwell"
-		ev.DurationMs = 1 + s.rng.Int64N(120_000)
+		ev.DurationMs = 1 + rng.Int64N(120_000)
 	}
 	return ev
 }
@@ -146,12 +154,14 @@ func (c *Counters) add(o Counters) {
 }
 
 // Expected are the totals the 202 answers imply: the events of every request that got
-// a 202 count, each event_id once. It is safe for concurrent use.
+// a 202 count, each event_id once, and an event without event_id each time, as ingest
+// stores it. It is safe for concurrent use.
 type Expected struct {
-	mu       sync.Mutex
-	seen     map[string]bool
-	users    map[string]Counters
-	products map[string]Counters
+	mu        sync.Mutex
+	seen      map[string]bool
+	anonymous int // events without event_id accepted, each time counted
+	users     map[string]Counters
+	products  map[string]Counters
 }
 
 // NewExpected returns empty totals.
@@ -165,10 +175,14 @@ func (e *Expected) Add(evs []Event) {
 	defer e.mu.Unlock()
 	for i := range evs {
 		ev := &evs[i]
-		if e.seen[ev.EventID] {
+		switch {
+		case ev.EventID == "":
+			e.anonymous++
+		case e.seen[ev.EventID]:
 			continue
+		default:
+			e.seen[ev.EventID] = true
 		}
-		e.seen[ev.EventID] = true
 		u, p := e.users[ev.UserID], e.products[ev.ProductID]
 		u.count(ev)
 		p.count(ev)
@@ -176,11 +190,12 @@ func (e *Expected) Add(evs []Event) {
 	}
 }
 
-// Distinct is the number of distinct events accepted: the stream length to expect.
+// Distinct is the number of events accepted, each event_id once: the stream length to
+// expect.
 func (e *Expected) Distinct() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return len(e.seen)
+	return len(e.seen) + e.anonymous
 }
 
 // User and Product are the expected counters of one user or product, id included.
