@@ -68,15 +68,6 @@ func readPointer(ctx context.Context, rdb redis.UniversalClient, keys events.Key
 	return vals[0] != nil, gen, err
 }
 
-// currentGeneration reads the pointer.
-func currentGeneration(ctx context.Context, rdb redis.UniversalClient, keys events.Keys) (int64, error) {
-	v, err := rdb.Get(ctx, keys.Generation()).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return 0, err
-	}
-	return events.ParseGeneration(v)
-}
-
 // isNoGroup reports the error Redis gives for a consumer group that does not exist,
 // which a script passes through with the same prefix.
 func isNoGroup(err error) bool {

@@ -83,9 +83,6 @@ func Start(t testing.TB, opts ...Option) *Server {
 // URL is the REDIS_URL of the server.
 func (s *Server) URL() string { return "unix://" + s.socket }
 
-// Dir is the server's working directory (its AOF lives there).
-func (s *Server) Dir() string { return s.dir }
-
 // Client returns a go-redis client for the server, closed when the test ends.
 func (s *Server) Client() *redis.Client {
 	opt, err := redis.ParseURL(s.URL())
