@@ -507,7 +507,7 @@ func chaos(ctx context.Context, rdb *redis.Client, stream, group string, victim 
 		k := killRecord{name: victim.Name, at: float64(progress.Load()) / float64(total)}
 		var err error
 		k.pending, err = proctest.KillHolding(victim, func() int64 {
-			return pendingOf(ctx, rdb, stream, group, victim.Name)
+			return proctest.Pending(ctx, rdb, stream, group, victim.Name)
 		})
 		if err != nil {
 			return victim, kills, err
@@ -521,22 +521,6 @@ func chaos(ctx context.Context, rdb *redis.Client, stream, group string, victim 
 		victim = next
 	}
 	return victim, kills, nil
-}
-
-// pendingOf returns how many entries the group has delivered to consumer and not acked.
-func pendingOf(ctx context.Context, rdb *redis.Client, stream, group, consumer string) int64 {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	cs, err := rdb.XInfoConsumers(ctx, stream, group).Result()
-	if err != nil {
-		return 0
-	}
-	for _, c := range cs {
-		if c.Name == consumer {
-			return c.Pending
-		}
-	}
-	return 0
 }
 
 var (

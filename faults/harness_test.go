@@ -150,18 +150,7 @@ func (p *pipeline) poster(exp *workload.Expected) *workload.Poster {
 
 // pendingOf returns how many entries the group has delivered to consumer and not acked.
 func (p *pipeline) pendingOf(consumer string) int64 {
-	ctx, cancel := context.WithTimeout(p.ctx, time.Second)
-	defer cancel()
-	cs, err := p.rdb.XInfoConsumers(ctx, p.keys.Stream(), p.keys.Gen(1).Group()).Result()
-	if err != nil {
-		return 0
-	}
-	for _, c := range cs {
-		if c.Name == consumer {
-			return c.Pending
-		}
-	}
-	return 0
+	return proctest.Pending(p.ctx, p.rdb, p.keys.Stream(), p.keys.Gen(1).Group(), consumer)
 }
 
 // checkQueryUnavailable checks that queryapi answers a read with 503 and Retry-After

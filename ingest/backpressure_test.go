@@ -121,16 +121,7 @@ func TestBackpressureOnLag(t *testing.T) {
 	if err := svc.rdb.XGroupSetID(ctx, stream, svc.keys.Gen(1).Group(), "$").Err(); err != nil {
 		t.Fatal(err)
 	}
-	got := retryUntilAccepted(t, svc, c, `{"user_id":"u2","product_id":"p2","event_id":"after"}`, 200)
-	if got != (Accepted{Accepted: 1}) {
-		t.Errorf("answer after catching up %+v, want 1 accepted", got)
-	}
-	if r := svc.ready(t, c); r.status != http.StatusOK {
-		t.Errorf("GET /readyz after catching up: %d %+v, want 200", r.status, r)
-	}
-	if n := svc.streamLen(t); n != posted+1 {
-		t.Errorf("stream length %d, want %d", n, posted+1)
-	}
+	acceptsAgain(t, svc, c, `{"user_id":"u2","product_id":"p2","event_id":"after"}`, "catching up", posted+1)
 }
 
 // When Redis cannot tell a group's lag (an entry after the group's position was
@@ -297,16 +288,7 @@ func TestBackpressureOnMemory(t *testing.T) {
 	if err := svc.rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	got := retryUntilAccepted(t, svc, c, `{"user_id":"u1","product_id":"p1","event_id":"after"}`, 200)
-	if got != (Accepted{Accepted: 1}) {
-		t.Errorf("answer after room was made %+v, want 1 accepted", got)
-	}
-	if r := svc.ready(t, c); r.status != http.StatusOK {
-		t.Errorf("GET /readyz after room was made: %d %+v, want 200", r.status, r)
-	}
-	if n := svc.streamLen(t); n != stored+1 {
-		t.Errorf("stream length %d, want %d", n, stored+1)
-	}
+	acceptsAgain(t, svc, c, `{"user_id":"u1","product_id":"p1","event_id":"after"}`, "room was made", stored+1)
 }
 
 // When Redis itself refuses writes for being over maxmemory (OOM) before ingest's own
@@ -386,4 +368,20 @@ func TestBackpressureIgnoresOtherGroups(t *testing.T) {
 	svc.waitReady(t, c, 200, behindBy(20), func(r readyState) bool {
 		return r.status == http.StatusServiceUnavailable && r.Reason == behindBy(20)
 	})
+}
+
+// acceptsAgain checks that ingest, once the condition that refused events is gone, gets
+// back by itself to accepting events and being ready, and that the stream then holds
+// wantLen entries.
+func acceptsAgain(t *testing.T, svc *ingestUnderTest, c *http.Client, body, after string, wantLen int64) {
+	t.Helper()
+	if got := retryUntilAccepted(t, svc, c, body, 200); got != (Accepted{Accepted: 1}) {
+		t.Errorf("answer after %s %+v, want 1 accepted", after, got)
+	}
+	if r := svc.ready(t, c); r.status != http.StatusOK {
+		t.Errorf("GET /readyz after %s: %d %+v, want 200", after, r.status, r)
+	}
+	if n := svc.streamLen(t); n != wantLen {
+		t.Errorf("stream length %d, want %d", n, wantLen)
+	}
 }

@@ -30,8 +30,9 @@ type Config struct {
 	ClaimInterval    time.Duration // how often to look for such entries (CLAIM_MIN_IDLE/2, ≤ 10s)
 	ConsumerExpiry   time.Duration // CONSUMER_EXPIRY: idle consumers holding nothing are removed
 	ReapInterval     time.Duration
-	Retention        time.Duration // STREAM_RETENTION: trim entries older than this; 0 keeps everything
-	LockTTL          time.Duration // REBUILD_LOCK_TTL: a dead rebuild's lock expires after this
+	Retention        time.Duration       // STREAM_RETENTION: trim entries older than this; 0 keeps everything
+	LockTTL          time.Duration       // REBUILD_LOCK_TTL: a dead rebuild's lock expires after this
+	HTTP             config.HTTPTimeouts // HTTP_*_TIMEOUT: health and metrics endpoints
 }
 
 func readConfig(r *config.Reader) Config {
@@ -45,6 +46,7 @@ func readConfig(r *config.Reader) Config {
 		RedisTimeout:     r.Duration("REDIS_TIMEOUT", 5*time.Second, 10*time.Millisecond),
 		ClaimMinIdle:     r.Duration("CLAIM_MIN_IDLE", 30*time.Second, 10*time.Millisecond),
 		ConsumerExpiry:   r.Duration("CONSUMER_EXPIRY", time.Hour, time.Second),
+		HTTP:             r.HTTPTimeouts(),
 		Retention:        r.Duration("STREAM_RETENTION", 0, 0),
 		LockTTL:          r.Duration("REBUILD_LOCK_TTL", 5*time.Second, 500*time.Millisecond),
 	}
@@ -124,7 +126,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	metrics.Instrument(e, reg, logger)
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- server.Run(httpCtx, e, ln, logger, 5*time.Second) }()
+	go func() { httpDone <- server.Serve(httpCtx, e, ln, logger, 5*time.Second, cfg.HTTP) }()
 
 	// Wait for Redis and the current generation's group; a processor started before
 	// Redis just waits.

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Services are the module's service packages, which Build compiles.
@@ -382,4 +384,21 @@ func KillHolding(p *Process, holding func() int64) (int64, error) {
 	}
 	p.Kill()
 	return n, nil
+}
+
+// Pending returns how many entries the group has delivered to consumer and not seen
+// acked (0 when Redis cannot tell): what KillHolding's holding usually reports.
+func Pending(ctx context.Context, rdb *redis.Client, stream, group, consumer string) int64 {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	cs, err := rdb.XInfoConsumers(ctx, stream, group).Result()
+	if err != nil {
+		return 0
+	}
+	for _, c := range cs {
+		if c.Name == consumer {
+			return c.Pending
+		}
+	}
+	return 0
 }

@@ -174,11 +174,6 @@ func isRedisUnavailable(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// Run is Serve with config.DefaultHTTPTimeouts.
-func Run(ctx context.Context, e *echo.Echo, ln net.Listener, logger *slog.Logger, grace time.Duration) error {
-	return Serve(ctx, e, ln, logger, grace, config.DefaultHTTPTimeouts)
-}
-
 // Serve serves e on ln until ctx is cancelled, then stops accepting connections and
 // waits up to grace for requests in flight. The timeouts cut off clients that send
 // too slowly (a body dripped a byte at a time fails its read at t.Read, which ends the
