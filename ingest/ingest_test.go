@@ -13,6 +13,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/clickstream/pipeline/internal/server/servertest"
 )
 
 // Every accepted body shape ends up in the stream as exactly the posted events, in
@@ -65,6 +66,16 @@ func TestAcceptedEventsAreInTheStream(t *testing.T) {
 				{UserID: "u1", ProductID: "p1", Type: events.Dwell, DurationMs: 86_400_000},
 				{UserID: "u2", ProductID: "p2", Type: events.PageView},
 				{UserID: "u3", ProductID: "p3", Type: events.Click, EventID: "e-3"},
+			},
+		},
+		{
+			name:        "NDJSON as application/ndjson",
+			path:        "/v1/events",
+			contentType: "application/ndjson",
+			body:        "{\"user_id\":\"u1\",\"product_id\":\"p1\"}\n{\"user_id\":\"u2\",\"product_id\":\"p2\",\"type\":\"page_view\"}\n",
+			want: []events.Event{
+				{UserID: "u1", ProductID: "p1", Type: events.Click},
+				{UserID: "u2", ProductID: "p2", Type: events.PageView},
 			},
 		},
 		{
@@ -502,4 +513,12 @@ func TestClickEndpointRecordsClicksOnly(t *testing.T) {
 	if n := h.streamLen(t); n != 0 {
 		t.Fatalf("stream holds %d entries after rejected /click requests, want 0", n)
 	}
+}
+
+// HEAD is answered wherever GET is, as GET would be without the body; the event
+// endpoints take POST only, and say so to HEAD as to GET.
+func TestHead(t *testing.T) {
+	t.Parallel()
+	svc := startIngest(t, redistest.Start(t), nil)
+	servertest.CheckHead(t, svc.base, "/healthz", "/readyz", "/metrics", "/v1/events", "/click", "/nope")
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/clickstream/pipeline/internal/server/servertest"
 	"github.com/clickstream/pipeline/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
@@ -378,6 +379,38 @@ func TestQueryAPI(t *testing.T) {
 			}
 		}
 		wg.Wait()
+	})
+
+	// HEAD is answered wherever GET is, as GET would be without the body.
+	t.Run("head", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.hset(a.gen.User("u1"), 1, 2, 3, 4)
+		servertest.CheckHead(t, a.base, "/v1/users/u1", "/v1/users/alice%40example.com", "/v1/users/%7B",
+			"/v1/products/p1", "/v1/products/top", "/v1/products/top?limit=0", "/user/u1/clicks",
+			"/v1/pipeline", "/v1/rebuild", "/healthz", "/readyz", "/metrics", "/nope")
+		req, err := http.NewRequest(http.MethodHead, a.base+"/v1/users/u1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("HEAD /v1/users/u1 = %d %q, want 200 application/json", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	})
+
+	t.Run("rebuild never ran", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.expect("/v1/rebuild", 200, `{"state":"idle","generation":1,"current_generation":1,"applied":0,"stream_length":0,`+
+			`"rate":0,"eta_seconds":null,"started_at":"","updated_at":"","error":""}`)
+		a.do("SET", a.keys.Generation(), 3)
+		a.expect("/v1/rebuild", 200, `{"state":"idle","generation":3,"current_generation":3,"applied":0,"stream_length":0,`+
+			`"rate":0,"eta_seconds":null,"started_at":"","updated_at":"","error":""}`)
 	})
 
 	t.Run("health", func(t *testing.T) {
