@@ -75,12 +75,23 @@ func fieldErr(field, format string, args ...any) *Error {
 	return &Error{Index: -1, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-const idRule = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+// IDRule is the message that rejects an id: user, product and event ids, and the ids
+// in queryapi's paths.
+const IDRule = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, and not . or .."
 
 // ValidID reports whether s may be used as a user, product or event id. The alphabet
 // excludes '{', '}', spaces and control characters, so an id can never change the
-// meaning (or the cluster hash slot) of the key it is embedded in.
+// meaning (or the cluster hash slot) of the key it is embedded in. "." and ".." are
+// refused too: browsers and curl resolve them as path segments, so
+// GET /v1/users/.. could never read such a user back.
 func ValidID(s string) bool {
+	return keySafe(s) && s != "." && s != ".."
+}
+
+// keySafe reports whether s has the length and alphabet of an id. The stream-entry
+// codec checks only this: entries written before "." and ".." were refused are still
+// counted, in a rebuild too, and they are harmless inside a key.
+func keySafe(s string) bool {
 	if len(s) == 0 || len(s) > MaxIDLen {
 		return false
 	}
@@ -115,13 +126,13 @@ func (e *Event) Validate(now time.Time) *Error {
 		return fieldErr("user_id", "is required")
 	}
 	if !ValidID(e.UserID) {
-		return fieldErr("user_id", idRule)
+		return fieldErr("user_id", IDRule)
 	}
 	if e.ProductID == "" {
 		return fieldErr("product_id", "is required")
 	}
 	if !ValidID(e.ProductID) {
-		return fieldErr("product_id", idRule)
+		return fieldErr("product_id", IDRule)
 	}
 	switch e.Type {
 	case Click, PageView:
@@ -139,7 +150,7 @@ func (e *Event) Validate(now time.Time) *Error {
 		return fieldErr("type", "must be click, page_view or dwell")
 	}
 	if e.EventID != "" && !ValidID(e.EventID) {
-		return fieldErr("event_id", idRule)
+		return fieldErr("event_id", IDRule)
 	}
 	if e.TS != 0 {
 		nowMs := now.UnixMilli()

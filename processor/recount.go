@@ -52,7 +52,7 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	for _, f := range []struct{ name, v string }{{"--user", *user}, {"--product", *product}} {
 		if f.v != "" && !events.ValidID(f.v) {
-			return fmt.Errorf("recount: %s: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", f.name)
+			return fmt.Errorf("recount: %s: %s", f.name, events.IDRule)
 		}
 	}
 
