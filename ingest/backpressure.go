@@ -12,12 +12,14 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/lag"
+	"github.com/clickstream/pipeline/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
 // backpressure decides whether ingest should refuse events for now: when the processors
-// have fallen too far behind, or Redis is close to its maxmemory. Accepting more then
+// have fallen too far behind, Redis is close to its maxmemory, or Redis's
+// maxmemory-policy may evict keys (see server.Eviction). Accepting more then
 // only makes the backlog longer or brings Redis to refusing writes (or, with an
 // eviction policy, to dropping keys), so clients are told to retry later instead.
 //
@@ -26,6 +28,7 @@ import (
 type backpressure struct {
 	rdb      *redis.Client
 	keys     events.Keys
+	eviction *server.Eviction // judges Redis's maxmemory-policy
 	stream   string
 	maxLag   int64   // MAX_LAG; 0 turns the lag check off
 	maxMem   float64 // MAX_REDIS_MEMORY, a fraction of maxmemory
@@ -37,8 +40,8 @@ type backpressure struct {
 	unknown  map[string]bool        // groups whose lag Redis cannot tell, each logged once
 }
 
-func newBackpressure(rdb *redis.Client, keys events.Keys, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
-	return &backpressure{rdb: rdb, keys: keys, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
+func newBackpressure(rdb *redis.Client, keys events.Keys, eviction *server.Eviction, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
+	return &backpressure{rdb: rdb, keys: keys, eviction: eviction, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
 		unknown: map[string]bool{}}
 }
 
@@ -94,7 +97,8 @@ func (b *backpressure) refresh(ctx context.Context) {
 }
 
 // check returns why ingest should refuse events, or "". One round trip: the generation
-// pointer, XINFO STREAM, XINFO GROUPS and INFO memory in one pipeline.
+// pointer, XINFO STREAM, XINFO GROUPS and INFO memory (which also holds the
+// maxmemory-policy) in one pipeline.
 func (b *backpressure) check(ctx context.Context) (string, error) {
 	pipe := b.rdb.Pipeline()
 	var info *lag.Cmds
@@ -113,6 +117,13 @@ func (b *backpressure) check(ctx context.Context) (string, error) {
 			err = errors.New("no reply")
 		}
 		return "", fmt.Errorf("backpressure check: %w", err)
+	}
+	// A maxmemory-policy that may evict keys (set after ingest started, or seen only now
+	// that Redis answers) stops writes until it is fixed, unless ALLOW_EVICTION.
+	if mem.Err() == nil {
+		if _, err := b.eviction.Verdict(server.PolicyFromInfo(mem.Val())); err != nil {
+			return err.Error(), nil
+		}
 	}
 	if b.maxLag > 0 {
 		// Only the current generation's group counts: a rebuild's group starts far behind

@@ -17,9 +17,10 @@ import (
 
 // readyState is /readyz's answer.
 type readyState struct {
-	status int
-	Status string `json:"status"`
-	Reason string `json:"reason"`
+	status  int
+	Status  string `json:"status"`
+	Reason  string `json:"reason"`
+	Warning string `json:"warning"`
 }
 
 func (s *ingestUnderTest) ready(t *testing.T, c *http.Client) readyState {
