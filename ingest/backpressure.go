@@ -11,12 +11,15 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/lag"
+	"github.com/clickstream/pipeline/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
 // backpressure decides whether ingest should refuse events for now: when the processors
-// have fallen too far behind, or Redis is close to its maxmemory. Accepting more then
+// have fallen too far behind, Redis is close to its maxmemory, or Redis's
+// maxmemory-policy may evict keys (see server.Eviction). Accepting more then
 // only makes the backlog longer or brings Redis to refusing writes (or, with an
 // eviction policy, to dropping keys), so clients are told to retry later instead.
 //
@@ -25,6 +28,7 @@ import (
 type backpressure struct {
 	rdb      *redis.Client
 	keys     events.Keys
+	eviction *server.Eviction // judges Redis's maxmemory-policy
 	stream   string
 	maxLag   int64   // MAX_LAG; 0 turns the lag check off
 	maxMem   float64 // MAX_REDIS_MEMORY, a fraction of maxmemory
@@ -36,8 +40,8 @@ type backpressure struct {
 	unknown  map[string]bool        // groups whose lag Redis cannot tell, each logged once
 }
 
-func newBackpressure(rdb *redis.Client, keys events.Keys, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
-	return &backpressure{rdb: rdb, keys: keys, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
+func newBackpressure(rdb *redis.Client, keys events.Keys, eviction *server.Eviction, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
+	return &backpressure{rdb: rdb, keys: keys, eviction: eviction, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
 		unknown: map[string]bool{}}
 }
 
@@ -92,17 +96,16 @@ func (b *backpressure) refresh(ctx context.Context) {
 	}
 }
 
-// check returns why ingest should refuse events, or "". One round trip: XINFO GROUPS,
-// XINFO STREAM and INFO memory in one pipeline.
+// check returns why ingest should refuse events, or "". One round trip: the generation
+// pointer, XINFO STREAM, XINFO GROUPS and INFO memory (which also holds the
+// maxmemory-policy) in one pipeline.
 func (b *backpressure) check(ctx context.Context) (string, error) {
 	pipe := b.rdb.Pipeline()
-	var groups *redis.Cmd
-	var stream *redis.XInfoStreamCmd
+	var info *lag.Cmds
 	var gen *redis.StringCmd
 	if b.maxLag > 0 {
 		gen = pipe.Get(ctx, b.keys.Generation())
-		groups = pipe.Do(ctx, "XINFO", "GROUPS", b.stream)
-		stream = pipe.XInfoStream(ctx, b.stream)
+		info = lag.Queue(ctx, pipe, b.stream)
 	}
 	mem := pipe.Info(ctx, "memory")
 	// Each command's error is looked at below. But a Redis error met while setting up
@@ -115,6 +118,13 @@ func (b *backpressure) check(ctx context.Context) (string, error) {
 		}
 		return "", fmt.Errorf("backpressure check: %w", err)
 	}
+	// A maxmemory-policy that may evict keys (set after ingest started, or seen only now
+	// that Redis answers) stops writes until it is fixed, unless ALLOW_EVICTION.
+	if mem.Err() == nil {
+		if _, err := b.eviction.Verdict(server.PolicyFromInfo(mem.Val())); err != nil {
+			return err.Error(), nil
+		}
+	}
 	if b.maxLag > 0 {
 		// Only the current generation's group counts: a rebuild's group starts far behind
 		// by design, and other readers of the stream are not this pipeline's processors.
@@ -125,13 +135,12 @@ func (b *backpressure) check(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		lag, unknown, err := maxLag(groups, stream, b.keys.Gen(n).Group())
+		s, groups, err := info.Result()
 		if err != nil {
-			return "", fmt.Errorf("XINFO %s: %w", b.stream, err)
+			return "", err
 		}
-		b.noteUnknown(unknown)
-		if lag > b.maxLag {
-			return fmt.Sprintf("processing is behind by %d entries (MAX_LAG %d); retry later", lag, b.maxLag), nil
+		if reason := b.checkLag(ctx, s, groups, b.keys.Gen(n).Group()); reason != "" {
+			return reason, nil
 		}
 	}
 	if err := mem.Err(); err != nil {
@@ -145,83 +154,54 @@ func (b *backpressure) check(ctx context.Context) (string, error) {
 	return "", nil
 }
 
-// noteUnknown logs each group whose lag cannot be told, once, when it becomes so.
-func (b *backpressure) noteUnknown(groups []string) {
-	now := make(map[string]bool, len(groups))
+// checkLag returns why ingest should refuse events because of the lag of the consumer
+// group named current (see lag.Of), or "". A group whose lag cannot be told is not
+// enforced, and logged once: guessing would refuse events for as long as the deleted
+// entry behind it stays, and nothing short of walking the stream bounds it better.
+// No stream or no group yet means no lag.
+//
+// When the group is caught up and Redis's counter of it is wrong (lost in a restart
+// from the AOF), ingest repairs it here, so that the lag of the entries posted next is
+// exact even while no processor runs; the processors do the same.
+func (b *backpressure) checkLag(ctx context.Context, s lag.Stream, groups []lag.Group, current string) string {
 	for _, g := range groups {
-		now[g] = true
-		if !b.unknown[g] {
-			b.logger.Warn("lag of consumer group unknown (an entry after its position was deleted with XDEL); MAX_LAG is not enforced for it",
-				"stream", b.stream, "group", g)
+		if g.Name != current {
+			continue
 		}
+		if lag.Repairable(s, g) {
+			b.repair(ctx, g)
+		}
+		n := lag.Of(s, g)
+		b.noteUnknown(g.Name, n < 0)
+		if n > b.maxLag {
+			return fmt.Sprintf("processing is behind by %d entries (MAX_LAG %d); retry later", n, b.maxLag)
+		}
+		return ""
 	}
-	b.unknown = now
+	return ""
 }
 
-// maxLag returns the lag of the consumer group named only: the lag Redis reports,
-// or, where Redis cannot tell (an entry after the group's position was deleted), the
-// entries added to the stream minus the entries the group has read, which counts the
-// deleted ones too and so errs on the side of caution. When entries-read is unknown as
-// well (Redis 7 reports neither for a group that has not read since such a delete) the
-// group is left out and returned in unknown: guessing entries-added would refuse
-// events for as long as the deleted entry's tombstone stays, and nothing else bounds
-// its lag short of walking the stream. No stream yet means no lag.
-func maxLag(groups *redis.Cmd, stream *redis.XInfoStreamCmd, only string) (worst int64, unknown []string, err error) {
-	if err := groups.Err(); err != nil {
-		if isNoSuchKey(err) {
-			return 0, nil, nil
-		}
-		return 0, nil, err
+// repair sets Redis's entries-read counter of g right. A failure (say, an ACL that
+// denies XGROUP to ingest) is logged and changes nothing else: the lag is right
+// without it while the group is caught up.
+func (b *backpressure) repair(ctx context.Context, g lag.Group) {
+	ok, was, now, err := lag.Repair(ctx, b.rdb, b.stream, g.Name)
+	switch {
+	case err != nil:
+		b.logger.Warn("could not repair the consumer group's entries-read counter", "stream", b.stream, "group", g.Name, "err", err)
+	case ok:
+		b.logger.Info("repaired the consumer group's entries-read counter, which Redis lost in a restart from its AOF",
+			"stream", b.stream, "group", g.Name, "entries_read_was", was, "entries_read", now)
 	}
-	// Read raw: go-redis turns a nil entries-read into 0, which would make a group of
-	// unknown position look like it never read anything.
-	list, ok := groups.Val().([]any)
-	if !ok {
-		return 0, nil, fmt.Errorf("XINFO GROUPS: unexpected reply %T", groups.Val())
-	}
-	for _, g := range list {
-		var name, lag, read any
-		switch fields := g.(type) {
-		case []any: // RESP2, which config.Reader.Redis selects
-			for i := 0; i+1 < len(fields); i += 2 {
-				switch fields[i] {
-				case "name":
-					name = fields[i+1]
-				case "lag":
-					lag = fields[i+1]
-				case "entries-read":
-					read = fields[i+1]
-				}
-			}
-		case map[any]any: // RESP3
-			name, lag, read = fields["name"], fields["lag"], fields["entries-read"]
-		default:
-			return 0, nil, fmt.Errorf("XINFO GROUPS: unexpected group %T", g)
-		}
-		if name != only {
-			continue
-		}
-		if n, ok := lag.(int64); ok {
-			worst = max(worst, n)
-			continue
-		}
-		n, ok := read.(int64)
-		if !ok {
-			s, _ := name.(string)
-			unknown = append(unknown, s)
-			continue
-		}
-		if err := stream.Err(); err != nil {
-			return 0, nil, err
-		}
-		worst = max(worst, stream.Val().EntriesAdded-n)
-	}
-	return worst, unknown, nil
 }
 
-func isNoSuchKey(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.Contains(re.Error(), "no such key")
+// noteUnknown logs, once, when the lag of group becomes unknown.
+func (b *backpressure) noteUnknown(group string, unknown bool) {
+	if unknown && !b.unknown[group] {
+		b.logger.Warn("lag of consumer group unknown (an entry after its position was deleted with XDEL); MAX_LAG is not enforced for it",
+			"stream", b.stream, "group", group)
+	}
+	b.unknown[group] = unknown
 }
 
 // infoInt returns the integer field name of an INFO reply, or 0.

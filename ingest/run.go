@@ -30,6 +30,7 @@ type Config struct {
 	MaxLag               int64               // MAX_LAG: refuse events while a group lags more; 0: never
 	MaxRedisMemory       float64             // MAX_REDIS_MEMORY: refuse events above this fraction of maxmemory
 	BackpressureInterval time.Duration       // BACKPRESSURE_INTERVAL: how often both are checked
+	AllowEviction        bool                // ALLOW_EVICTION: run on a Redis that may evict keys
 	HTTP                 config.HTTPTimeouts // HTTP_*_TIMEOUT
 }
 
@@ -48,6 +49,7 @@ func readConfig(r *config.Reader) Config {
 		MaxLag:               int64(r.Int("MAX_LAG", 10_000_000, 0, math.MaxInt)),
 		MaxRedisMemory:       r.Fraction("MAX_REDIS_MEMORY", 0.9),
 		BackpressureInterval: r.Duration("BACKPRESSURE_INTERVAL", time.Second, 10*time.Millisecond),
+		AllowEviction:        r.Bool("ALLOW_EVICTION", false),
 		HTTP:                 r.HTTPTimeouts(),
 	}
 }
@@ -78,7 +80,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		"namespace", cfg.Namespace, "redis_timeout", cfg.RedisTimeout, "dedup_window", cfg.DedupWindow,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_events", cfg.MaxEvents, "flushers", cfg.Flushers,
 		"keys", len(cfg.Keys), "max_lag", cfg.MaxLag, "max_redis_memory", cfg.MaxRedisMemory,
-		"backpressure_interval", cfg.BackpressureInterval)
+		"backpressure_interval", cfg.BackpressureInterval, "allow_eviction", cfg.AllowEviction)
 	if len(cfg.Keys) == 0 {
 		logger.Warn("INGEST_KEYS is not set: the ingest API is open to anyone")
 	}
@@ -86,6 +88,10 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
+	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
+	if err := eviction.AtStart(ctx); err != nil {
+		return err
+	}
 	keys := events.NewKeys(cfg.Namespace)
 	reg := metrics.NewRegistry()
 	m := newIngestMetrics(reg)
@@ -104,11 +110,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := w.Ping(ctx); err != nil {
 		logger.Warn("redis not reachable at start; will answer 503 until it is", "err", err)
 	}
-	bp := newBackpressure(rdb, keys, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
+	bp := newBackpressure(rdb, keys, eviction, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
 	bp.refresh(ctx) // so that an ingest started behind does not accept a first burst
 	go bp.run(wctx, cfg.BackpressureInterval)
 	h := &handler{w: w, bp: bp, m: m, cfg: cfg, now: time.Now}
-	e := server.New(logger, ready(rdb, bp))
+	e := server.New(logger, ready(eviction, bp))
 	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("ingest", cfg.Keys))
 	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)
@@ -116,17 +122,19 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	return err
 }
 
-// ready reports ingest not ready while Redis does not answer or backpressure refuses
+// ready reports ingest not ready while Redis does not answer, its maxmemory-policy may
+// evict keys (unless ALLOW_EVICTION, which makes it a warning), or backpressure refuses
 // events, with the reason.
-func ready(rdb *redis.Client, bp *backpressure) func(context.Context) error {
-	ping := server.PingRedis(rdb)
+func ready(eviction *server.Eviction, bp *backpressure) func(context.Context) error {
 	return func(ctx context.Context) error {
-		if err := ping(ctx); err != nil {
+		err := eviction.Ready(ctx)
+		var warning server.Warning
+		if err != nil && !errors.As(err, &warning) {
 			return err
 		}
 		if reason := bp.Reason(); reason != "" {
 			return errors.New(reason)
 		}
-		return nil
+		return err
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -147,6 +148,7 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 	// then new ones.
 	start := "0"
 	var g *generation
+	var lastRepair time.Time
 	backoff := newBackoff()
 	for {
 		select {
@@ -170,6 +172,9 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 			Block:    c.cfg.Block,
 		})
 		cancel()
+		if start == ">" && (errors.Is(err, redis.Nil) || err == nil && len(msgs) < c.cfg.Batch) {
+			c.repairLag(g, &lastRepair)
+		}
 		if errors.Is(err, redis.Nil) {
 			start = ">"
 			continue
@@ -206,6 +211,32 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 			start = msgs[len(msgs)-1].ID
 		}
 		out <- genBatch{gen: g, msgs: msgs, epoch: epoch}
+	}
+}
+
+// lagRepairEvery bounds how often a processor tries to repair its group's entries-read
+// counter: a try is a round trip, and a caught-up processor reads often.
+const lagRepairEvery = time.Second
+
+// repairLag sets Redis's entries-read counter of g's group right if Redis lost it in a
+// restart from the AOF (see lag.Repair). It is called after a read that came back short
+// or empty: the group had been delivered every entry then, the one moment the right
+// value is known, and under load the only moments there are. The lag shown everywhere
+// is then exact again, not just an upper bound, while the group is behind.
+func (c *Consumer) repairLag(g *generation, last *time.Time) {
+	if time.Since(*last) < lagRepairEvery {
+		return
+	}
+	*last = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
+	defer cancel()
+	ok, was, now, err := lag.Repair(ctx, c.rdb, c.keys.Stream(), g.keys.Group())
+	switch {
+	case err != nil:
+		g.logger.Warn("repairing the group's entries-read counter failed", "err", err)
+	case ok:
+		g.logger.Info("repaired the group's entries-read counter, which Redis lost in a restart from its AOF",
+			"entries_read_was", was, "entries_read", now)
 	}
 }
 

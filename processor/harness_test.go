@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/clickstream/pipeline/internal/testlog"
 	"github.com/redis/go-redis/v9"
@@ -191,35 +192,28 @@ func (p *pipeline) pendingFor(t *testing.T, consumer string) int {
 	return len(ps)
 }
 
-// waitDrained polls, a bounded number of times, until the group has read every entry
-// and holds none pending.
+// waitDrained polls, a bounded number of times, until the group has been delivered
+// every entry and holds none pending.
 func (p *pipeline) waitDrained(t *testing.T) {
 	t.Helper()
-	var last redis.XInfoGroup
+	var last lag.Group
+	var lastLag int64
 	for range 2400 { // 2400 × 25ms: generous under -race on a busy machine
-		groups, err := p.rdb.XInfoGroups(context.Background(), p.keys.Stream()).Result()
+		s, groups, err := lag.Read(context.Background(), p.rdb, p.keys.Stream())
 		if err != nil {
-			t.Fatalf("XINFO GROUPS: %v", err)
+			t.Fatalf("XINFO: %v", err)
 		}
 		for _, g := range groups {
 			if g.Name == p.gen.Group() {
-				last = g
+				last, lastLag = g, lag.Of(s, g)
 			}
 		}
-		lagZero := last.Lag == 0
-		if last.Lag == -1 { // Redis could not tell: compare the last ids
-			info, err := p.rdb.XInfoStream(context.Background(), p.keys.Stream()).Result()
-			if err != nil {
-				t.Fatalf("XINFO STREAM: %v", err)
-			}
-			lagZero = info.LastGeneratedID == last.LastDeliveredID
-		}
-		if last.Name != "" && last.Pending == 0 && lagZero {
+		if last.Name != "" && last.Pending == 0 && lastLag == 0 {
 			return
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	t.Fatalf("group never drained: %+v", last)
+	t.Fatalf("group never drained: %+v, lag %d", last, lastLag)
 }
 
 // expected is what the aggregates must hold after evs were applied once each.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -101,6 +102,10 @@ func runRebuild(ctx context.Context, args []string, getenv func(string) string, 
 	defer closeRedis()
 	if *cancelFlag {
 		return b.cancel(ctx)
+	}
+	// A rebuild writes a whole generation of counts: not into a Redis that may evict them.
+	if err := server.NewEviction(b.rdb, b.cfg.AllowEviction, b.logger).AtStart(ctx); err != nil {
+		return err
 	}
 	return b.run(ctx)
 }

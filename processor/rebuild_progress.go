@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -86,17 +87,20 @@ func (b *rebuilder) measure(ctx context.Context) (length, remaining int64, cance
 	ctx, cancel := b.rctx(ctx)
 	defer cancel()
 	pipe := b.rdb.Pipeline()
-	xlen := pipe.XLen(ctx, b.keys.Stream())
-	groups := pipe.XInfoGroups(ctx, b.keys.Stream())
+	info := lag.Queue(ctx, pipe, b.keys.Stream())
 	req := pipe.HGet(ctx, b.keys.RebuildState(), events.RebuildFieldCancel)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !lag.IsNoStream(err) {
+		return 0, 0, false, err
+	}
+	s, groups, err := info.Result()
+	if err != nil {
 		return 0, 0, false, err
 	}
 	remaining = -1
-	for _, g := range groups.Val() {
-		if g.Name == b.target.Group() && g.Lag >= 0 {
-			remaining = g.Lag
+	for _, g := range groups {
+		if g.Name == b.target.Group() {
+			remaining = lag.Of(s, g)
 		}
 	}
-	return xlen.Val(), remaining, req.Val() == "1", nil
+	return s.Length, remaining, req.Val() == "1", nil
 }

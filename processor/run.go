@@ -32,6 +32,7 @@ type Config struct {
 	ReapInterval     time.Duration
 	Retention        time.Duration       // STREAM_RETENTION: trim entries older than this; 0 keeps everything
 	LockTTL          time.Duration       // REBUILD_LOCK_TTL: a dead rebuild's lock expires after this
+	AllowEviction    bool                // ALLOW_EVICTION: run on a Redis that may evict keys
 	HTTP             config.HTTPTimeouts // HTTP_*_TIMEOUT: health and metrics endpoints
 }
 
@@ -49,6 +50,7 @@ func readConfig(r *config.Reader) Config {
 		HTTP:             r.HTTPTimeouts(),
 		Retention:        r.Duration("STREAM_RETENTION", 0, 0),
 		LockTTL:          r.Duration("REBUILD_LOCK_TTL", 5*time.Second, 500*time.Millisecond),
+		AllowEviction:    r.Bool("ALLOW_EVICTION", false),
 	}
 	cfg.ClaimInterval = min(max(cfg.ClaimMinIdle/2, 10*time.Millisecond), 10*time.Second)
 	cfg.ReapInterval = min(max(cfg.ConsumerExpiry/4, time.Second), time.Minute)
@@ -107,7 +109,12 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	keys := events.NewKeys(cfg.Namespace)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"stream", keys.Stream(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
-		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention)
+		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention,
+		"allow_eviction", cfg.AllowEviction)
+	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
+	if err := eviction.AtStart(ctx); err != nil {
+		return err
+	}
 
 	if ln == nil {
 		var err error
@@ -117,7 +124,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
-	e := server.New(logger, server.PingRedis(rdb))
+	e := server.New(logger, eviction.Ready)
 	// Redis errors: reads (with the generation pointer read before each), applies (with
 	// their dead-letter publishes), claims, reaps of idle consumers, and the stream
 	// gauges read on a scrape.

@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -186,7 +186,8 @@ type Pipeline struct {
 }
 
 // Group is one consumer group. Lag is the number of entries not yet delivered to the
-// group; Pending, delivered but not yet acked (applied).
+// group (see lag.Of; -1 when it cannot be told); Pending, delivered but not yet acked
+// (applied).
 type Group struct {
 	Name            string `json:"name"`
 	Pending         int64  `json:"pending"`
@@ -207,37 +208,30 @@ func (h *handler) pipeline(c echo.Context) error {
 	stream := h.keys.Stream()
 	p := Pipeline{Stream: stream, Groups: []Group{}, DeadLetter: DeadLetters{Stream: h.keys.DeadLetter()}}
 	pipe := h.rdb.Pipeline()
-	info := pipe.XInfoStream(ctx, stream)
-	groups := pipe.XInfoGroups(ctx, stream)
+	info := lag.Queue(ctx, pipe, stream)
 	dlen := pipe.XLen(ctx, h.keys.DeadLetter())
 	ptr := pipe.Get(ctx, h.keys.Generation())
-	pipe.Exec(ctx) // errors are per command, below
-	for _, err := range []error{info.Err(), groups.Err(), dlen.Err(), ptr.Err()} {
-		if err != nil && !isNoStream(err) && !errors.Is(err, redis.Nil) {
-			h.redisErrors.Inc()
-			return err
-		}
+	// Exec returns the first failed command's error; before the first event XINFO's
+	// "no such key" and, with no pointer, GET's nil are not failures.
+	if _, err := pipe.Exec(ctx); err != nil && !lag.IsNoStream(err) && !errors.Is(err, redis.Nil) {
+		h.redisErrors.Inc()
+		return err
+	}
+	s, groups, err := info.Result()
+	if err != nil {
+		h.redisErrors.Inc()
+		return err
 	}
 	gen, err := events.ParseGeneration(ptr.Val())
 	if err != nil {
 		return err
 	}
 	p.Generation = gen
-	if info.Err() == nil {
-		p.Length = info.Val().Length
-		p.LastID = info.Val().LastGeneratedID
-	}
-	if groups.Err() == nil {
-		for _, g := range groups.Val() {
-			p.Groups = append(p.Groups, Group{Name: g.Name, Pending: g.Pending, Lag: g.Lag,
-				Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID})
-		}
+	p.Length, p.LastID = s.Length, s.LastID
+	for _, g := range groups {
+		p.Groups = append(p.Groups, Group{Name: g.Name, Pending: g.Pending, Lag: lag.Of(s, g),
+			Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID})
 	}
 	p.DeadLetter.Length = dlen.Val()
 	return c.JSON(http.StatusOK, p)
-}
-
-// isNoStream reports the error XINFO gives before the first event creates the stream.
-func isNoStream(err error) bool {
-	return strings.Contains(err.Error(), "no such key")
 }

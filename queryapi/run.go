@@ -15,20 +15,22 @@ import (
 
 // Config is queryapi's configuration, read from the environment.
 type Config struct {
-	Addr         string              // QUERY_ADDR
-	Namespace    string              // REDIS_NAMESPACE
-	RedisTimeout time.Duration       // REDIS_TIMEOUT
-	Keys         []string            // QUERY_KEYS: read keys; none leaves the API open
-	HTTP         config.HTTPTimeouts // HTTP_*_TIMEOUT
+	Addr          string              // QUERY_ADDR
+	Namespace     string              // REDIS_NAMESPACE
+	RedisTimeout  time.Duration       // REDIS_TIMEOUT
+	Keys          []string            // QUERY_KEYS: read keys; none leaves the API open
+	AllowEviction bool                // ALLOW_EVICTION: run on a Redis that may evict keys
+	HTTP          config.HTTPTimeouts // HTTP_*_TIMEOUT
 }
 
 func readConfig(r *config.Reader) Config {
 	return Config{
-		Addr:         r.Addr("QUERY_ADDR", ":8081"),
-		Namespace:    r.Namespace(),
-		RedisTimeout: r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
-		Keys:         r.Keys("QUERY_KEYS"),
-		HTTP:         r.HTTPTimeouts(),
+		Addr:          r.Addr("QUERY_ADDR", ":8081"),
+		Namespace:     r.Namespace(),
+		RedisTimeout:  r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
+		Keys:          r.Keys("QUERY_KEYS"),
+		AllowEviction: r.Bool("ALLOW_EVICTION", false),
+		HTTP:          r.HTTPTimeouts(),
 	}
 }
 
@@ -49,13 +51,17 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	server.ServeDebug(debugAddr, logger)
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace,
-		"keys", len(cfg.Keys))
+		"keys", len(cfg.Keys), "allow_eviction", cfg.AllowEviction)
 	if len(cfg.Keys) == 0 {
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
 	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
+	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
+	if err := eviction.AtStart(ctx); err != nil {
+		return err
+	}
 	if ln == nil {
 		var err error
 		if ln, err = server.Listen("QUERY_ADDR", cfg.Addr); err != nil {
@@ -72,7 +78,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	readErrors := redisErrors.WithLabelValues("read")
 	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout, redisErrors: readErrors,
 		reader: newTotalsReader(rctx, rdb, gens, cfg.RedisTimeout, 4, readErrors)}
-	e := server.New(logger, server.PingRedis(rdb))
+	e := server.New(logger, eviction.Ready)
 	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("queryapi", cfg.Keys))
 	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)

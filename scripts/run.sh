@@ -176,6 +176,7 @@ done
 start_redis() {
 	# AOF with fsync every second: a restart keeps everything; a crash can lose about the
 	# last second of acknowledged writes. --appendfsync always closes that window.
+	# noeviction (Redis's default, stated here): the services refuse any other policy.
 	# --daemonize puts Redis in its own session, so Ctrl-C in this terminal reaches the
 	# services but not Redis, which this script stops last.
 	redis-server \
@@ -183,6 +184,7 @@ start_redis() {
 		--unixsocket "$redis_sock" --unixsocketperm 700 \
 		--dir "$redis_dir" \
 		--appendonly yes --appendfsync everysec \
+		--maxmemory-policy noeviction \
 		--save "" \
 		--daemonize yes --pidfile "$redis_dir/redis.pid" \
 		--logfile "$redis_dir/redis.log"

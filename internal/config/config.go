@@ -80,6 +80,20 @@ func (r *Reader) Int(name string, def, lo, hi int) int {
 	return n
 }
 
+// Bool reads true or false (also 1 or 0).
+func (r *Reader) Bool(name string, def bool) bool {
+	v := r.getenv(name)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.bad(name, v, "want true or false")
+		return def
+	}
+	return b
+}
+
 // Addr reads a listen address such as ":8080" or "127.0.0.1:0".
 func (r *Reader) Addr(name, def string) string {
 	v := r.String(name, def)

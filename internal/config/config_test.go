@@ -171,3 +171,18 @@ func TestHTTPTimeouts(t *testing.T) {
 		t.Errorf("bad values: error %v, want one naming HTTP_READ_TIMEOUT and HTTP_IDLE_TIMEOUT", err)
 	}
 }
+
+// Bool reads true and false (and 1, 0); anything else is an error naming the variable.
+func TestBool(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "true": true, "1": true, "TRUE": true, "false": false, "0": false} {
+		r := NewReader(env(map[string]string{"ALLOW_EVICTION": v}))
+		if got := r.Bool("ALLOW_EVICTION", false); got != want || r.Err() != nil {
+			t.Errorf("ALLOW_EVICTION=%q: %v, %v; want %v", v, got, r.Err(), want)
+		}
+	}
+	r := NewReader(env(map[string]string{"ALLOW_EVICTION": "yes please"}))
+	r.Bool("ALLOW_EVICTION", false)
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), `ALLOW_EVICTION="yes please": want true or false`) {
+		t.Errorf("ALLOW_EVICTION=yes please: %v, want an error naming the variable", err)
+	}
+}

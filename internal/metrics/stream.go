@@ -2,25 +2,24 @@ package metrics
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"time"
 
+	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
 // StreamStats is a prometheus.Collector that reads the state of the event stream from
-// Redis each time it is scraped, in one round trip (XLEN, XINFO GROUPS, and XLEN of the
-// dead-letter stream; all O(1) per group), so that the numbers are never older than the
-// scrape and nothing polls Redis in between:
+// Redis each time it is scraped, in one round trip (XINFO STREAM, XINFO GROUPS, and XLEN
+// of the dead-letter stream; all O(1) per group), so that the numbers are never older
+// than the scrape and nothing polls Redis in between:
 //
 //	stream_length                   entries in the stream
-//	consumer_group_lag{group}       entries not yet delivered to the group
+//	consumer_group_lag{group}       entries not yet delivered to the group (lag.Of)
 //	consumer_group_pending{group}   entries delivered to the group and not yet acked
 //	dead_letter_length              entries in the dead-letter stream
 //
-// A group whose lag Redis cannot tell (an entry after its position was deleted) has no
+// A group whose lag cannot be told (an entry after its position was deleted) has no
 // lag series until it can. When Redis does not answer within the timeout, the scrape
 // has none of these series and the errors counter goes up by one.
 type StreamStats struct {
@@ -56,30 +55,23 @@ func (s *StreamStats) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
-	length := pipe.XLen(ctx, s.stream)
-	groups := pipe.XInfoGroups(ctx, s.stream)
+	info := lag.Queue(ctx, pipe, s.stream)
 	dlLen := pipe.XLen(ctx, s.deadLetter)
 	// Exec returns the first failed command's error, or an error met while setting up
 	// the connection, which leaves the commands without error or reply. Before the first
 	// event there is no stream: XINFO fails with "no such key", and there are no groups.
-	if _, err := pipe.Exec(ctx); err != nil && !(isNoSuchKey(err) && length.Err() == nil && dlLen.Err() == nil) {
+	_, err := pipe.Exec(ctx)
+	stream, groups, ierr := info.Result()
+	if ierr != nil || dlLen.Err() != nil || err != nil && !lag.IsNoStream(err) {
 		s.errors.Inc()
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(s.length, prometheus.GaugeValue, float64(length.Val()))
+	ch <- prometheus.MustNewConstMetric(s.length, prometheus.GaugeValue, float64(stream.Length))
 	ch <- prometheus.MustNewConstMetric(s.dlLen, prometheus.GaugeValue, float64(dlLen.Val()))
-	if groups.Err() != nil {
-		return
-	}
-	for _, g := range groups.Val() {
+	for _, g := range groups {
 		ch <- prometheus.MustNewConstMetric(s.pending, prometheus.GaugeValue, float64(g.Pending), g.Name)
-		if g.Lag >= 0 { // go-redis reports an unknown lag as -1
-			ch <- prometheus.MustNewConstMetric(s.lag, prometheus.GaugeValue, float64(g.Lag), g.Name)
+		if n := lag.Of(stream, g); n >= 0 {
+			ch <- prometheus.MustNewConstMetric(s.lag, prometheus.GaugeValue, float64(n), g.Name)
 		}
 	}
-}
-
-func isNoSuchKey(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.Contains(re.Error(), "no such key")
 }

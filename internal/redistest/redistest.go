@@ -156,6 +156,65 @@ func (s *Server) Kill() {
 	s.cmd = nil
 }
 
+// Shutdown sends SIGTERM and waits for the process to exit: Redis's own clean
+// shutdown, which flushes the AOF, as `redis-cli shutdown` or a service manager does.
+// Restart starts it again on the same directory.
+func (s *Server) Shutdown() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.t.Fatal("redistest: Shutdown of a server that is not running")
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		s.t.Fatalf("signal SIGTERM: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		s.cmd = nil
+		if err != nil {
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redis-server exited with %v after SIGTERM\n%s", err, log)
+		}
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+		s.cmd = nil
+		s.t.Fatal("redis-server did not exit within 30s of SIGTERM; killed it")
+	}
+}
+
+// RewriteAOF rewrites the append-only file now (BGREWRITEAOF) and waits until the
+// rewrite has finished, as Redis does by itself once the file has doubled in size
+// (auto-aof-rewrite-percentage). The server must run with --appendonly yes.
+func (s *Server) RewriteAOF() {
+	s.t.Helper()
+	c := s.Client()
+	ctx := context.Background()
+	if err := c.BgRewriteAOF(ctx).Err(); err != nil {
+		s.t.Fatalf("BGREWRITEAOF: %v", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		info, err := c.Info(ctx, "persistence").Result()
+		if err != nil {
+			s.t.Fatalf("INFO persistence: %v", err)
+		}
+		if strings.Contains(info, "aof_rewrite_in_progress:0") && strings.Contains(info, "aof_rewrite_scheduled:0") {
+			if !strings.Contains(info, "aof_last_bgrewrite_status:ok") {
+				s.t.Fatalf("AOF rewrite failed:\n%s", info)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("AOF rewrite not finished after 60s:\n%s", info)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Stop sends SIGSTOP: the server holds its connections but answers nothing.
 func (s *Server) Stop() { s.signal(syscall.SIGSTOP) }
 

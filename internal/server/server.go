@@ -35,7 +35,8 @@ func (u *Unavailable) Unwrap() error { return u.Err }
 const RetryAfterSeconds = 1
 
 // New returns an echo instance with the shared error handler, panic recovery and the
-// /healthz and /readyz routes. ready reports whether the service can do its job.
+// /healthz and /readyz routes. ready reports whether the service can do its job: nil,
+// an error that says why not (503), or a Warning (200, with the warning).
 func New(logger *slog.Logger, ready func(context.Context) error) *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
@@ -51,7 +52,12 @@ func New(logger *slog.Logger, ready func(context.Context) error) *echo.Echo {
 	GET(e, "/readyz", func(c echo.Context) error {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 		defer cancel()
-		if err := ready(ctx); err != nil {
+		err := ready(ctx)
+		var warning Warning
+		switch {
+		case errors.As(err, &warning):
+			return c.JSON(http.StatusOK, map[string]string{"status": "ready", "warning": string(warning)})
+		case err != nil:
 			c.Response().Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
 		}
@@ -67,11 +73,6 @@ func New(logger *slog.Logger, ready func(context.Context) error) *echo.Echo {
 // body. The route keeps HEAD as its method, so metrics count HEADs as HEADs.
 func GET(e *echo.Echo, path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) {
 	e.Match([]string{http.MethodGet, http.MethodHead}, path, h, m...)
-}
-
-// PingRedis is the usual readiness check.
-func PingRedis(rdb redis.UniversalClient) func(context.Context) error {
-	return func(ctx context.Context) error { return rdb.Ping(ctx).Err() }
 }
 
 func recoverer(logger *slog.Logger) echo.MiddlewareFunc {

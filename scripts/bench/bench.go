@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -174,10 +175,10 @@ func (b *bench) usedMemory(ctx context.Context) (int64, error) {
 func (b *bench) waitDrained(ctx context.Context, stream, group string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		groups, err := b.rdb.XInfoGroups(ctx, stream).Result()
+		s, groups, err := lag.Read(ctx, b.rdb, stream)
 		if err == nil {
 			for _, g := range groups {
-				if g.Name == group && g.Lag == 0 && g.Pending == 0 && g.EntriesRead > 0 {
+				if g.Name == group && lag.Of(s, g) == 0 && g.Pending == 0 && s.Length > 0 {
 					return nil
 				}
 			}
