@@ -385,7 +385,7 @@ func (d *decoder) idValue(index int, field string) (string, *Error) {
 		return "", err
 	}
 	if len(s) == 0 || !ValidID(string(s)) {
-		return "", &Error{Index: index, Field: field, Msg: idRule}
+		return "", &Error{Index: index, Field: field, Msg: IDRule}
 	}
 	return string(s), nil
 }

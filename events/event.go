@@ -75,7 +75,8 @@ func fieldErr(field, format string, args ...any) *Error {
 	return &Error{Index: -1, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-const idRule = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+// IDRule is the rule every id follows, as error messages state it.
+const IDRule = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
 
 // ValidID reports whether s may be used as a user, product or event id. The alphabet
 // excludes '{', '}', spaces and control characters, so an id can never change the
@@ -115,13 +116,13 @@ func (e *Event) Validate(now time.Time) *Error {
 		return fieldErr("user_id", "is required")
 	}
 	if !ValidID(e.UserID) {
-		return fieldErr("user_id", idRule)
+		return fieldErr("user_id", IDRule)
 	}
 	if e.ProductID == "" {
 		return fieldErr("product_id", "is required")
 	}
 	if !ValidID(e.ProductID) {
-		return fieldErr("product_id", idRule)
+		return fieldErr("product_id", IDRule)
 	}
 	switch e.Type {
 	case Click, PageView:
@@ -139,7 +140,7 @@ func (e *Event) Validate(now time.Time) *Error {
 		return fieldErr("type", "must be click, page_view or dwell")
 	}
 	if e.EventID != "" && !ValidID(e.EventID) {
-		return fieldErr("event_id", idRule)
+		return fieldErr("event_id", IDRule)
 	}
 	if e.TS != 0 {
 		nowMs := now.UnixMilli()

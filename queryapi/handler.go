@@ -22,6 +22,8 @@ type handler struct {
 	gens        *generations
 	timeout     time.Duration
 	redisErrors prometheus.Counter // failed round trips of the handlers that call Redis themselves
+	retention   events.Retention   // STATS_RETENTION_*: which buckets still exist
+	now         func() time.Time
 }
 
 // Totals are one user's or product's counters. The JSON answer adds "user_id" or
@@ -115,13 +117,9 @@ type ProductClicks struct {
 }
 
 func (h *handler) topProducts(c echo.Context) error {
-	limit := 10
-	if s := c.QueryParam("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 100 {
-			return server.BadRequest("limit: must be an integer from 1 to 100")
-		}
-		limit = n
+	limit, err := parseLimit(c)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()

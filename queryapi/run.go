@@ -19,6 +19,7 @@ type Config struct {
 	Namespace    string              // REDIS_NAMESPACE
 	RedisTimeout time.Duration       // REDIS_TIMEOUT
 	Keys         []string            // QUERY_KEYS: read keys; none leaves the API open
+	Retention    events.Retention    // STATS_RETENTION_*: as the processor's
 	HTTP         config.HTTPTimeouts // HTTP_*_TIMEOUT
 }
 
@@ -28,6 +29,7 @@ func readConfig(r *config.Reader) Config {
 		Namespace:    r.Namespace(),
 		RedisTimeout: r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
 		Keys:         r.Keys("QUERY_KEYS"),
+		Retention:    r.StatsRetention(),
 		HTTP:         r.HTTPTimeouts(),
 	}
 }
@@ -71,6 +73,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	readErrors := redisErrors.WithLabelValues("read")
 	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout, redisErrors: readErrors,
+		retention: cfg.Retention, now: time.Now,
 		reader: newTotalsReader(rctx, rdb, gens, cfg.RedisTimeout, 4, readErrors)}
 	e := server.New(logger, server.PingRedis(rdb))
 	metrics.Instrument(e, reg, logger)
