@@ -42,4 +42,8 @@
 //     end plus the retention), and ZREMRANGEBYSCORE with one item to trim.
 //     apply.lua and fold.lua are not touched: they hand the argument position to
 //     apply_increments.
+//   - A rebuild starts from a copy of the checkpoint (processor/rebuild.go, seed), so
+//     a kind of key that the fold writes into the checkpoint must be copied there too.
+//     TestEveryPathCountsTheSame in processor compares every key that every path
+//     writes, whatever its type, and fails until it is.
 package aggregate
