@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/config"
 	"github.com/redis/go-redis/v9"
 )
@@ -124,7 +125,7 @@ type recount struct {
 
 	entries, bad      int64
 	first, last       string
-	all, users, prods totals
+	all, users, prods aggregate.Totals
 }
 
 // recountChunk is how many entries one XRANGE returns.
@@ -148,12 +149,12 @@ func (rc *recount) count(ctx context.Context, rdb *redis.Client, stream, start, 
 				rc.bad++
 				continue
 			}
-			rc.all.add(&e.Event)
+			rc.all.Add(&e.Event)
 			if rc.user != "" && e.Event.UserID == rc.user {
-				rc.users.add(&e.Event)
+				rc.users.Add(&e.Event)
 			}
 			if rc.product != "" && e.Event.ProductID == rc.product {
-				rc.prods.add(&e.Event)
+				rc.prods.Add(&e.Event)
 			}
 		}
 		if len(msgs) < recountChunk {
@@ -181,7 +182,7 @@ func (rc *recount) print(w io.Writer, keys events.Keys, start, end string, took 
 		name = max(name, len(id))
 	}
 	fmt.Fprintf(w, "%-*s %10s %10s %10s %10s %14s\n", name, "", "events", "clicks", "page_views", "dwells", "dwell_ms")
-	row := func(label string, t totals) {
+	row := func(label string, t aggregate.Totals) {
 		fmt.Fprintf(w, "%-*s %10d %10d %10d %10d %14d\n", name, label, t.Clicks+t.PageViews+t.DwellCount, t.Clicks, t.PageViews, t.DwellCount, t.DwellMs)
 	}
 	row("all", rc.all)

@@ -174,8 +174,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("gave up waiting for %s", what)
 }
 
-// snapshot returns every aggregate of a generation, by key relative to the
-// generation's prefix: the hashes' fields, and the ranking's scores.
+// snapshot returns every aggregate of a generation (or of the checkpoint), by key
+// relative to its prefix: each key's contents as a map (a hash's fields, a sorted
+// set's members and scores). It reads every key the prefix matches, whatever its
+// type, so that a new kind of aggregate is compared too, or fails the test until
+// snapshot can read it.
 func snapshot(t *testing.T, rdb *redis.Client, gen events.GenKeys) map[string]map[string]string {
 	t.Helper()
 	ctx := context.Background()
@@ -184,11 +187,16 @@ func snapshot(t *testing.T, rdb *redis.Client, gen events.GenKeys) map[string]ma
 	iter := rdb.Scan(ctx, 0, gen.Pattern(), 1000).Iterator()
 	for iter.Next(ctx) {
 		key := iter.Val()
+		if key == gen.ClaimEpoch() {
+			continue // bookkeeping of claims, not a count
+		}
+		typ, err := rdb.Type(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
 		rel := strings.TrimPrefix(key, prefix)
-		switch {
-		case key == gen.ClaimEpoch():
-			continue
-		case key == gen.TopProducts():
+		switch typ {
+		case "zset":
 			zs, err := rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
 			if err != nil {
 				t.Fatal(err)
@@ -197,12 +205,14 @@ func snapshot(t *testing.T, rdb *redis.Client, gen events.GenKeys) map[string]ma
 			for _, z := range zs {
 				out[rel][z.Member.(string)] = strconv.FormatFloat(z.Score, 'f', -1, 64)
 			}
-		default:
+		case "hash":
 			h, err := rdb.HGetAll(ctx, key).Result()
 			if err != nil {
 				t.Fatal(err)
 			}
 			out[rel] = h
+		default:
+			t.Fatalf("snapshot: %s is a %s; teach snapshot to read it", key, typ)
 		}
 	}
 	if err := iter.Err(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,15 +27,6 @@ type handler struct {
 	now         func() time.Time
 }
 
-// Totals are one user's or product's counters. The JSON answer adds "user_id" or
-// "product_id" (see writeTotals).
-type Totals struct {
-	Clicks     int64
-	PageViews  int64
-	DwellMs    int64
-	DwellCount int64
-}
-
 func (h *handler) ctx(c echo.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(c.Request().Context(), h.timeout)
 }
@@ -47,7 +39,7 @@ func pathID(c echo.Context, field string) (string, error) {
 	return id, nil
 }
 
-func (h *handler) totals(c echo.Context, kind entity, id string) (Totals, error) {
+func (h *handler) totals(c echo.Context, kind entity, id string) (aggregate.Totals, error) {
 	ctx, cancel := h.ctx(c)
 	defer cancel()
 	return h.reader.Totals(ctx, kind, id)
@@ -55,7 +47,7 @@ func (h *handler) totals(c echo.Context, kind entity, id string) (Totals, error)
 
 // writeTotals encodes t by hand: it is the hottest answer, and ids are validated to a
 // JSON-safe alphabet, so no escaping is needed.
-func writeTotals(c echo.Context, idField, id string, t Totals) error {
+func writeTotals(c echo.Context, idField, id string, t aggregate.Totals) error {
 	b := make([]byte, 0, 128+len(id))
 	b = append(b, `{"`...)
 	b = append(b, idField...)
