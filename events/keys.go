@@ -146,6 +146,9 @@ func (g GenKeys) TopViews(b Bucket) string { return g.prefix + "tv:" + b.suffix(
 // hour are trimmed.
 func (g GenKeys) Active() string { return g.prefix + "active" }
 
+// Prefix is the start of every key of the generation.
+func (g GenKeys) Prefix() string { return g.prefix }
+
 // Pattern matches every key of the generation, for SCAN MATCH in admin commands (never
 // on a request path).
 func (g GenKeys) Pattern() string { return g.prefix + "*" }

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"time"
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/aggregate"
@@ -35,13 +36,15 @@ type Applier struct {
 	consumer string
 
 	inc   *aggregate.Increments
+	now   func() time.Time // which time buckets still exist
 	kargs []string
 	argv  []any
 }
 
-// NewApplier returns an Applier for one generation of aggregates, acting as consumer.
-func NewApplier(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys, consumer string) *Applier {
-	return &Applier{rdb: rdb, keys: keys, gen: gen, consumer: consumer, inc: aggregate.NewIncrements(gen)}
+// NewApplier returns an Applier for one generation of aggregates, acting as consumer,
+// whose time buckets are kept for keep.
+func NewApplier(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys, consumer string, keep events.Retention) *Applier {
+	return &Applier{rdb: rdb, keys: keys, gen: gen, consumer: consumer, inc: aggregate.NewIncrements(gen, keep), now: time.Now}
 }
 
 // Apply acks every entry of batch and adds the increments of those that were still
@@ -89,10 +92,10 @@ func (a *Applier) ApplyAt(ctx context.Context, batch []Entry, epoch string) (app
 }
 
 func (a *Applier) call(ctx context.Context, batch []Entry, epoch string) ([]any, error) {
-	a.inc.Reset()
+	a.inc.Reset(a.now().UnixMilli())
 	for i := range batch {
 		if batch[i].Bad == nil {
-			a.inc.Add(&batch[i].Event)
+			a.inc.Add(&batch[i].Event, batch[i].Event.Time(batch[i].ID))
 		}
 	}
 	keys := append(a.kargs[:0], a.keys.Stream(), a.gen.ClaimEpoch())

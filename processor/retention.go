@@ -124,10 +124,11 @@ func (r *Retention) foldBatch(ctx context.Context, cutoff string) (folded, trimm
 	if err != nil || len(msgs) == 0 {
 		return 0, 0, false, err
 	}
-	inc := aggregate.NewIncrements(r.keys.Checkpoint())
+	inc := aggregate.NewIncrements(r.keys.Checkpoint(), r.cfg.StatsRetention)
+	inc.Reset(time.Now().UnixMilli())
 	for _, e := range decodeMessages(msgs) {
 		if e.Bad == nil {
-			inc.Add(&e.Event)
+			inc.Add(&e.Event, e.Event.Time(e.ID))
 		}
 	}
 	last := msgs[len(msgs)-1].ID

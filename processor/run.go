@@ -32,6 +32,7 @@ type Config struct {
 	ReapInterval     time.Duration
 	Retention        time.Duration       // STREAM_RETENTION: trim entries older than this; 0 keeps everything
 	LockTTL          time.Duration       // REBUILD_LOCK_TTL: a dead rebuild's lock expires after this
+	StatsRetention   events.Retention    // STATS_RETENTION_*: how long time buckets are kept
 	HTTP             config.HTTPTimeouts // HTTP_*_TIMEOUT: health and metrics endpoints
 }
 
@@ -49,6 +50,7 @@ func readConfig(r *config.Reader) Config {
 		HTTP:             r.HTTPTimeouts(),
 		Retention:        r.Duration("STREAM_RETENTION", 0, 0),
 		LockTTL:          r.Duration("REBUILD_LOCK_TTL", 5*time.Second, 500*time.Millisecond),
+		StatsRetention:   r.StatsRetention(),
 	}
 	cfg.ClaimInterval = min(max(cfg.ClaimMinIdle/2, 10*time.Millisecond), 10*time.Second)
 	cfg.ReapInterval = min(max(cfg.ConsumerExpiry/4, time.Second), time.Minute)
@@ -107,7 +109,8 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	keys := events.NewKeys(cfg.Namespace)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"stream", keys.Stream(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
-		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention)
+		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention,
+		"stats_retention", cfg.StatsRetention)
 
 	if ln == nil {
 		var err error

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
@@ -53,12 +54,13 @@ func TestIncrementsThroughScript(t *testing.T) {
 	script := NewScript("#!lua\nredis.call('SET', KEYS[1], ARGV[1] .. ARGV[2])\napply_increments(3)\nreturn 1\n")
 	marker := keys.Stream() // any key of the namespace, written by the script itself
 
-	in := NewIncrements(gen)
+	in := NewIncrements(gen, events.DefaultRetention)
 	apply := func(evs []events.Event) {
 		t.Helper()
-		in.Reset()
+		// Events older than every bucket's retention: only the all-time counters move.
+		in.Reset(time.Now().UnixMilli())
 		for i := range evs {
-			in.Add(&evs[i])
+			in.Add(&evs[i], 1)
 		}
 		argv := in.AppendArgs([]any{"a", "b"}, 2)
 		if err := script.Run(ctx, rdb, append([]string{marker}, in.Keys()...), argv...).Err(); err != nil {
@@ -136,6 +138,38 @@ func dump(t *testing.T, rdb *redis.Client, prefix string, extra ...string) map[s
 		default:
 			t.Fatalf("%s is a %s", k, typ)
 		}
+	}
+	return out
+}
+
+// dumpWithExpiry is dump for every key with the prefix, reading a HyperLogLog as its
+// count ("pfcount") and adding each key's absolute expiry in Unix ms ("(expires)").
+func dumpWithExpiry(t *testing.T, rdb *redis.Client, prefix string) map[string]map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]map[string]string{}
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		switch typ := rdb.Type(ctx, k).Val(); typ {
+		case "hash":
+			out[k] = rdb.HGetAll(ctx, k).Val()
+		case "zset":
+			out[k] = map[string]string{}
+			for _, z := range rdb.ZRangeWithScores(ctx, k, 0, -1).Val() {
+				out[k][z.Member.(string)] = strconv.FormatFloat(z.Score, 'f', -1, 64)
+			}
+		case "string":
+			out[k] = map[string]string{"pfcount": strconv.FormatInt(rdb.PFCount(ctx, k).Val(), 10)}
+		default:
+			t.Fatalf("%s is a %s", k, typ)
+		}
+		if at := rdb.PExpireTime(ctx, k).Val(); at > 0 {
+			out[k]["(expires)"] = strconv.FormatInt(int64(at/time.Millisecond), 10)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/clickstream/pipeline/events"
 )
@@ -36,13 +37,14 @@ func BenchmarkIncrements(b *testing.B) {
 				}
 				batch[i] = e
 			}
-			in := NewIncrements(events.NewKeys("bench").Gen(1))
+			in := NewIncrements(events.NewKeys("bench").Gen(1), events.DefaultRetention)
 			var argv []any
+			now := time.Date(2026, 11, 30, 12, 0, 30, 0, time.UTC).UnixMilli()
 			b.ReportAllocs()
 			for b.Loop() {
-				in.Reset()
+				in.Reset(now)
 				for i := range batch {
-					in.Add(&batch[i])
+					in.Add(&batch[i], now-int64(i)*30) // a batch of the last 90 s
 				}
 				argv = in.AppendArgs(argv[:0], 3)
 			}
