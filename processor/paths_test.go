@@ -91,6 +91,30 @@ func TestEveryPathCountsTheSame(t *testing.T) {
 		t.Errorf("recount rows (events, clicks, page_views, dwells, dwell_ms) %v, want those of the live keys %v\n%s", rows, want, out)
 	}
 
+	// Per bucket of event time: recount --interval prints what the live buckets hold, and
+	// counts the users that the buckets' HyperLogLogs estimate exactly.
+	for _, iv := range []string{"minute", "hour", "day"} {
+		out := &testlog.Buffer{}
+		if err := run(ctx, []string{"processor", "recount", "--interval", iv}, getenv, out, out); err != nil {
+			t.Fatalf("recount --interval %s: %v\n%s", iv, err, out)
+		}
+		want := map[string][6]int64{}
+		for key, h := range live {
+			start, ok := strings.CutPrefix(key, "s:"+iv[:1]+":")
+			if !ok {
+				continue
+			}
+			n := func(f string) int64 { v, _ := strconv.ParseInt(h[f], 10, 64); return v }
+			ms, _ := strconv.ParseInt(start, 10, 64)
+			users, _ := strconv.ParseInt(live["uu:"+iv[:1]+":"+start]["pfcount"], 10, 64)
+			want[time.UnixMilli(ms).UTC().Format(time.RFC3339)] = [6]int64{n(events.FieldEvents), n(events.FieldClicks),
+				n(events.FieldPageViews), n(events.FieldDwellCount), n(events.FieldDwellMs), users}
+		}
+		if got := recountBuckets(t, out.String()); len(want) == 0 || !reflect.DeepEqual(got, want) {
+			t.Errorf("recount --interval %s buckets %v, want those of the live keys %v\n%s", iv, got, want, out)
+		}
+	}
+
 	// A rebuild replays the stream, seven entries at a time.
 	out = &testlog.Buffer{}
 	if err := run(ctx, []string{"processor", "rebuild"}, getenv, out, out); err != nil {
@@ -156,6 +180,32 @@ func recountRows(t *testing.T, out string) map[string][5]int64 {
 			row[i] = v
 		}
 		rows[label] = row
+	}
+	return rows
+}
+
+// recountBuckets reads the per-bucket rows of `processor recount --interval`: bucket
+// start -> events, clicks, page_views, dwells, dwell_ms, users.
+func recountBuckets(t *testing.T, out string) map[string][6]int64 {
+	t.Helper()
+	rows := map[string][6]int64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 7 {
+			continue
+		}
+		if _, err := time.Parse(time.RFC3339, f[0]); err != nil {
+			continue
+		}
+		var row [6]int64
+		for i, s := range f[1:] {
+			v, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				t.Fatalf("recount bucket row %q: %v", line, err)
+			}
+			row[i] = v
+		}
+		rows[f[0]] = row
 	}
 	return rows
 }

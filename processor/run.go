@@ -69,8 +69,9 @@ func defaultConsumerName() string {
 const usage = `usage:
   processor                     run as a member of the current generation's consumer group
   processor rebuild [--cancel]  rebuild every count from the stream as a new generation
-  processor recount [--from T] [--to T] [--user ID] [--product ID]
-                                count a window of the stream (T: RFC 3339 time or stream id)`
+  processor recount [--from T] [--to T] [--user ID] [--product ID] [--interval minute|hour|day]
+                                count a window of the stream (T: RFC 3339 time or stream id),
+                                with --interval also per time bucket`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 1 {
