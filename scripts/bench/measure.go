@@ -118,6 +118,11 @@ func (b *bench) all() error {
 	b.addDrain(drain, worst)
 	b.add("watermill Router + redisstream peer, per-message idempotent apply", strings.TrimSuffix(peerDesc, "; "), "", "")
 	b.add("processor / best watermill peer", fmt.Sprintf("%.1f ×", drain/peer), fmt.Sprintf("≥ %.0f ×", targetPeerRatio), pass(drain/peer >= targetPeerRatio))
+	day, err := b.dayModel(ctx)
+	if err != nil {
+		return err
+	}
+	b.add("processor with time buckets (day model) / best watermill peer", fmt.Sprintf("%.1f ×", day/peer), fmt.Sprintf("≥ %.0f ×", targetPeerRatio), pass(day/peer >= targetPeerRatio))
 
 	// 4. Freshness under a steady offered load, read through queryapi.
 	queryAddr := freeAddr()
@@ -149,6 +154,9 @@ func (b *bench) all() error {
 		fmt.Sprintf("%s req/s, p50 %s, p99 %s, %.2f × ceiling", num(qr.rps()), ms(qr.pct(0.5)), ms(qr.pct(0.99)), qr.rps()/ceiling.rps()),
 		fmt.Sprintf("≥ %.2f × ceiling", targetQueryRatio), pass(qr.rps()/ceiling.rps() >= targetQueryRatio))
 
+	if err := b.statsQueries(ctx); err != nil {
+		return err
+	}
 	if err := b.rebuild(ctx, b.o.events); err != nil {
 		return err
 	}
@@ -172,6 +180,9 @@ func (b *bench) processorOnly(ctx context.Context) error {
 		return err
 	}
 	b.addDrain(drain, worst)
+	if _, err := b.dayModel(ctx); err != nil {
+		return err
+	}
 	if err := b.rebuild(ctx, b.o.events); err != nil {
 		return err
 	}
@@ -196,7 +207,7 @@ func (b *bench) drain(ctx context.Context) (float64, error) {
 	}
 	rate := float64(b.o.events) / time.Since(t0).Seconds()
 	b.logf("processor drained %d events at %s events/s", b.o.events, num(rate))
-	return rate, b.redisProfile(ctx, cpuTime(b.redis.Process.Pid)-redisCPU0, b.o.events)
+	return rate, b.redisProfile(ctx, "the drain", cpuTime(b.redis.Process.Pid)-redisCPU0, b.o.events)
 }
 
 func (b *bench) addDrain(drain, worst float64) {
@@ -240,13 +251,13 @@ func (b *bench) rebuild(ctx context.Context, n int) error {
 // redisProfile logs where Redis spent its time during a drain, per event: its CPU time
 // and the time INFO commandstats gives each command (the Lua apply includes the
 // commands it calls).
-func (b *bench) redisProfile(ctx context.Context, cpu time.Duration, n int) error {
+func (b *bench) redisProfile(ctx context.Context, what string, cpu time.Duration, n int) error {
 	info, err := b.rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
 		return err
 	}
-	line := fmt.Sprintf("redis during the drain: %.2f µs CPU per event;", float64(cpu.Microseconds())/float64(n))
-	for _, c := range []string{"xreadgroup", "evalsha", "xack", "hincrby", "zincrby"} {
+	line := fmt.Sprintf("redis during %s: %.2f µs CPU per event;", what, float64(cpu.Microseconds())/float64(n))
+	for _, c := range []string{"xreadgroup", "evalsha", "xack", "hincrby", "zincrby", "pfadd", "zadd", "zremrangebyscore", "pexpireat"} {
 		v := infoField(info, "cmdstat_"+c)
 		calls, usec := statField(v, "calls"), statField(v, "usec")
 		line += fmt.Sprintf(" %s %d calls %.2f µs/event;", c, calls, float64(usec)/float64(n))
