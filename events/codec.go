@@ -113,13 +113,13 @@ func DecodeEntry(kv []string) (Event, error) {
 	if e.Type != Dwell && dur != "" {
 		return e, malformed("duration on a non-dwell entry")
 	}
-	if !ValidID(e.UserID) {
+	if !keySafe(e.UserID) {
 		return e, malformed("bad user id " + strconv.Quote(e.UserID))
 	}
-	if !ValidID(e.ProductID) {
+	if !keySafe(e.ProductID) {
 		return e, malformed("bad product id " + strconv.Quote(e.ProductID))
 	}
-	if e.EventID != "" && !ValidID(e.EventID) {
+	if e.EventID != "" && !keySafe(e.EventID) {
 		return e, malformed("bad event id " + strconv.Quote(e.EventID))
 	}
 	return e, nil

@@ -102,6 +102,18 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDecodeEntryDotIDs checks that an entry whose ids are "." or "..", which ingest
+// accepted before it refused them, is still counted: such an id is harmless inside a
+// key, and the stream must replay into the same totals it was counted into.
+func TestDecodeEntryDotIDs(t *testing.T) {
+	kv := []string{"u", ".", "p", "..", "k", "c", "e", ".."}
+	want := events.Event{UserID: ".", ProductID: "..", EventID: ".."}
+	got, err := events.DecodeEntry(kv)
+	if err != nil || got != want {
+		t.Fatalf("DecodeEntry(%q) = %+v, %v; want %+v", kv, got, err, want)
+	}
+}
+
 // TestDecodeEntryOrder checks that field order in an entry does not matter.
 func TestDecodeEntryOrder(t *testing.T) {
 	kv := []string{"e", "e1", "t", "5", "d", "100", "k", "d", "p", "p1", "u", "u1"}

@@ -135,6 +135,10 @@ func TestDecodeIDs(t *testing.T) {
 		{name: "user DEL", obj: "{\"user_id\":\"u\x7f\",\"product_id\":\"p1\"}", field: "user_id", msg: IDRule},
 		{name: "user non-ASCII", obj: `{"user_id":"ü","product_id":"p1"}`, field: "user_id", msg: IDRule},
 		{name: "user escaped non-ASCII", obj: `{"user_id":"\u00fc","product_id":"p1"}`, field: "user_id", msg: IDRule},
+		{name: "user dot", obj: `{"user_id":".","product_id":"p1"}`, field: "user_id", msg: IDRule},
+		{name: "user dot dot", obj: `{"user_id":"..","product_id":"p1"}`, field: "user_id", msg: IDRule},
+		{name: "user escaped dot dot", obj: `{"user_id":"\u002e.","product_id":"p1"}`, field: "user_id", msg: IDRule},
+		{name: "user three dots", obj: `{"user_id":"...","product_id":"p1"}`, want: click("...", "p1")},
 		{name: "user emoji pair", obj: `{"user_id":"\ud83d\ude00","product_id":"p1"}`, field: "user_id", msg: IDRule},
 		{name: "user number", obj: `{"user_id":1,"product_id":"p1"}`, field: "user_id", msg: "must be a string"},
 		{name: "user null", obj: `{"user_id":null,"product_id":"p1"}`, field: "user_id", msg: "must be a string"},
@@ -150,6 +154,8 @@ func TestDecodeIDs(t *testing.T) {
 		{name: "product space", obj: `{"user_id":"u1","product_id":" "}`, field: "product_id", msg: IDRule},
 		{name: "product raw control", obj: "{\"user_id\":\"u1\",\"product_id\":\"\x1f\"}", msg: "control character in string", at: 30},
 		{name: "product non-ASCII", obj: `{"user_id":"u1","product_id":"产品"}`, field: "product_id", msg: IDRule},
+		{name: "product dot", obj: `{"user_id":"u1","product_id":"."}`, field: "product_id", msg: IDRule},
+		{name: "product dot dot", obj: `{"user_id":"u1","product_id":".."}`, field: "product_id", msg: IDRule},
 		{name: "product bool", obj: `{"user_id":"u1","product_id":true}`, field: "product_id", msg: "must be a string"},
 
 		{name: "event id", obj: `{` + base + `,"event_id":"e-1"}`, want: events.Event{UserID: "u1", ProductID: "p1", EventID: "e-1"}},
@@ -158,6 +164,8 @@ func TestDecodeIDs(t *testing.T) {
 		{name: "event id empty", obj: `{` + base + `,"event_id":""}`, field: "event_id", msg: IDRule},
 		{name: "event id brace", obj: `{` + base + `,"event_id":"{e}"}`, field: "event_id", msg: IDRule},
 		{name: "event id space", obj: `{` + base + `,"event_id":"e 1"}`, field: "event_id", msg: IDRule},
+		{name: "event id dot", obj: `{` + base + `,"event_id":"."}`, field: "event_id", msg: IDRule},
+		{name: "event id dot dot", obj: `{` + base + `,"event_id":".."}`, field: "event_id", msg: IDRule},
 		{name: "event id number", obj: `{` + base + `,"event_id":7}`, field: "event_id", msg: "must be a string"},
 
 		// The first bad field in document order is named, then the contract's order.

@@ -75,13 +75,23 @@ func fieldErr(field, format string, args ...any) *Error {
 	return &Error{Index: -1, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-// IDRule is the rule every id follows, as error messages state it.
-const IDRule = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+// IDRule is the message that rejects an id: user, product and event ids, and the ids
+// in queryapi's paths.
+const IDRule = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, and not . or .."
 
 // ValidID reports whether s may be used as a user, product or event id. The alphabet
 // excludes '{', '}', spaces and control characters, so an id can never change the
-// meaning (or the cluster hash slot) of the key it is embedded in.
+// meaning (or the cluster hash slot) of the key it is embedded in. "." and ".." are
+// refused too: browsers and curl resolve them as path segments, so
+// GET /v1/users/.. could never read such a user back.
 func ValidID(s string) bool {
+	return keySafe(s) && s != "." && s != ".."
+}
+
+// keySafe reports whether s has the length and alphabet of an id. The stream-entry
+// codec checks only this: entries written before "." and ".." were refused are still
+// counted, in a rebuild too, and they are harmless inside a key.
+func keySafe(s string) bool {
 	if len(s) == 0 || len(s) > MaxIDLen {
 		return false
 	}

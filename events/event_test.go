@@ -14,7 +14,7 @@ var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 var nowMs = now.UnixMilli()
 
 const (
-	IDRule      = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+	IDRule      = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, and not . or .."
 	durationMsg = "must be an integer from 1 to 86400000"
 	typeMsg     = "must be click, page_view or dwell"
 )
@@ -51,6 +51,13 @@ func TestValidID(t *testing.T) {
 		{"a*b", false},
 		{"a%20b", false},
 		{"\xff", false},
+		// Browsers and curl drop these path segments, so such an id could not be read back.
+		{".", false},
+		{"..", false},
+		{"...", true},
+		{".a", true},
+		{"a..", true},
+		{"..a", true},
 	} {
 		if got := events.ValidID(tc.id); got != tc.want {
 			t.Errorf("ValidID(%q) = %v, want %v", tc.id, got, tc.want)
@@ -85,6 +92,10 @@ func TestValidate(t *testing.T) {
 		{name: "user space", ev: valid(func(e *events.Event) { e.UserID = "u 1" }), field: "user_id", msg: IDRule},
 		{name: "user control", ev: valid(func(e *events.Event) { e.UserID = "u\x01" }), field: "user_id", msg: IDRule},
 		{name: "user non-ASCII", ev: valid(func(e *events.Event) { e.UserID = "ü" }), field: "user_id", msg: IDRule},
+		{name: "user dot", ev: valid(func(e *events.Event) { e.UserID = "." }), field: "user_id", msg: IDRule},
+		{name: "user dot dot", ev: valid(func(e *events.Event) { e.UserID = ".." }), field: "user_id", msg: IDRule},
+		{name: "product dot dot", ev: valid(func(e *events.Event) { e.ProductID = ".." }), field: "product_id", msg: IDRule},
+		{name: "event id dot", ev: valid(func(e *events.Event) { e.EventID = "." }), field: "event_id", msg: IDRule},
 		{name: "product missing", ev: valid(func(e *events.Event) { e.ProductID = "" }), field: "product_id", msg: "is required"},
 		{name: "product 129", ev: valid(func(e *events.Event) { e.ProductID = id129 }), field: "product_id", msg: IDRule},
 		{name: "product close brace", ev: valid(func(e *events.Event) { e.ProductID = "}" }), field: "product_id", msg: IDRule},

@@ -147,7 +147,7 @@ func requestFormat(r *http.Request) (events.Format, error) {
 		}
 	}
 	return 0, &server.Status{Code: http.StatusUnsupportedMediaType,
-		Msg: "Content-Type must be application/json or application/x-ndjson, got " + strconv.Quote(ct)}
+		Msg: "Content-Type must be application/json, application/x-ndjson or application/ndjson, got " + strconv.Quote(ct)}
 }
 
 func decodeError(err error, maxEvents int) error {

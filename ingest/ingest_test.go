@@ -13,6 +13,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/clickstream/pipeline/internal/server/servertest"
 )
 
 // Every accepted body shape ends up in the stream as exactly the posted events, in
@@ -65,6 +66,16 @@ func TestAcceptedEventsAreInTheStream(t *testing.T) {
 				{UserID: "u1", ProductID: "p1", Type: events.Dwell, DurationMs: 86_400_000},
 				{UserID: "u2", ProductID: "p2", Type: events.PageView},
 				{UserID: "u3", ProductID: "p3", Type: events.Click, EventID: "e-3"},
+			},
+		},
+		{
+			name:        "NDJSON as application/ndjson",
+			path:        "/v1/events",
+			contentType: "application/ndjson",
+			body:        "{\"user_id\":\"u1\",\"product_id\":\"p1\"}\n{\"user_id\":\"u2\",\"product_id\":\"p2\",\"type\":\"page_view\"}\n",
+			want: []events.Event{
+				{UserID: "u1", ProductID: "p1", Type: events.Click},
+				{UserID: "u2", ProductID: "p2", Type: events.PageView},
 			},
 		},
 		{
@@ -154,6 +165,9 @@ func TestRejectedRequestsWriteNothing(t *testing.T) {
 		{name: "user_id too long", body: `{"user_id":"` + strings.Repeat("u", 129) + `","product_id":"p"}`, status: 400, index: idx(0), mention: "user_id"},
 		{name: "ts in the future", body: `[` + ok + `,{"user_id":"u","product_id":"p","ts":` + future + `}]`, status: 400, index: idx(1), mention: "ts"},
 		{name: "ts not a time", body: `{"user_id":"u","product_id":"p","ts":"yesterday"}`, status: 400, index: idx(0), mention: "ts"},
+		{name: "user_id ..", body: `[` + ok + `,{"user_id":"..","product_id":"p"}]`, status: 400, index: idx(1), mention: "user_id"},
+		{name: "product_id .", body: `{"user_id":"u","product_id":"."}`, status: 400, index: idx(0), mention: "product_id"},
+		{name: "event_id .. on /click", path: "/click", body: `{"user_id":"u","product_id":"p","event_id":".."}`, status: 400, index: idx(0), mention: "event_id"},
 		{name: "bad event_id", body: `{"user_id":"u","product_id":"p","event_id":"a/b"}`, status: 400, index: idx(0), mention: "event_id"},
 		{name: "NDJSON bad event at line 2", contentType: "application/x-ndjson", body: ok + "\n" + ok + "\n" + `{"user_id":"u"}` + "\n", status: 400, index: idx(2), mention: "product_id"},
 		{name: "duplicate field", body: `{"user_id":"u","product_id":"p","user_id":"v"}`, status: 400, index: idx(0), mention: "user_id"},
@@ -499,4 +513,12 @@ func TestClickEndpointRecordsClicksOnly(t *testing.T) {
 	if n := h.streamLen(t); n != 0 {
 		t.Fatalf("stream holds %d entries after rejected /click requests, want 0", n)
 	}
+}
+
+// HEAD is answered wherever GET is, as GET would be without the body; the event
+// endpoints take POST only, and say so to HEAD as to GET.
+func TestHead(t *testing.T) {
+	t.Parallel()
+	svc := startIngest(t, redistest.Start(t), nil)
+	servertest.CheckHead(t, svc.base, "/healthz", "/readyz", "/metrics", "/v1/events", "/click", "/nope")
 }

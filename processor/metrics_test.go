@@ -7,6 +7,7 @@ import (
 
 	"github.com/clickstream/pipeline/internal/metrics/metricstest"
 	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/clickstream/pipeline/internal/server/servertest"
 )
 
 // After the processor has drained a stream with one poison entry in it, /metrics says
@@ -26,7 +27,8 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := "http://" + ln.Addr().String() + "/metrics"
+	base := "http://" + ln.Addr().String()
+	url := base + "/metrics"
 	p.startProcessorOn(t, "proc-m", map[string]string{"BATCH_SIZE": "100"}, ln)
 	p.waitDrained(t)
 	p.assertTotals(t, evs)
@@ -62,4 +64,6 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("%g batches, %g applies timed; want at least 11 (1001 entries, BATCH_SIZE 100) and one per batch",
 			n, m["processor_apply_seconds_count"])
 	}
+	// HEAD is answered wherever GET is, as GET would be without the body.
+	servertest.CheckHead(t, base, "/healthz", "/readyz", "/metrics", "/nope")
 }

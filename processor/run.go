@@ -100,7 +100,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 	server.ServeDebug(debugAddr, logger)
 	if !events.ValidID(cfg.Consumer) {
-		return fmt.Errorf("invalid configuration: CONSUMER_NAME=%q: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", getenv("CONSUMER_NAME"))
+		return fmt.Errorf("invalid configuration: CONSUMER_NAME=%q: %s", getenv("CONSUMER_NAME"), events.IDRule)
 	}
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger = logger.With("consumer", cfg.Consumer)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
+	"github.com/clickstream/pipeline/internal/server/servertest"
 	"github.com/clickstream/pipeline/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
@@ -85,6 +87,26 @@ func (a *api) get(path string) response {
 	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
 }
 
+// rawStatus sends GET path as it is, which net/http's client refuses to do for a path
+// that is not a valid URL, and returns the status of the answer.
+func (a *api) rawStatus(path string) int {
+	a.t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(a.base, "http://"))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		a.t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		a.t.Fatalf("GET %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // expect checks the status and the exact JSON body. A final newline is not part of
 // the answer: echo's encoder writes one, hand-encoded answers do not.
 func (a *api) expect(path string, status int, body string) response {
@@ -132,12 +154,13 @@ func (a *api) product(id string, clicks, pageViews, dwellMs, dwellCount int64) {
 }
 
 const (
-	userIDErr    = `{"error":"user_id: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"}`
-	productIDErr = `{"error":"product_id: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"}`
+	userIDErr    = `{"error":"user_id: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, and not . or .."}`
+	productIDErr = `{"error":"product_id: must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, and not . or .."}`
 	limitErr     = `{"error":"limit: must be an integer from 1 to 100"}`
 )
 
-// badIDs are path segments that are not valid ids once unescaped.
+// badIDs are path segments that are not valid ids once unescaped (once: a %25 makes a
+// literal %, which no id has).
 var badIDs = []string{
 	strings.Repeat("a", 129),
 	"a%20b",
@@ -148,6 +171,14 @@ var badIDs = []string{
 	"%C3%BC",
 	"a%00",
 	"a%2Fb",
+	"a%2fb",
+	"%2F",
+	"%2E",
+	"%2E%2E",
+	".%2E",
+	"a%2540b",
+	"%25",
+	"a%5Cb",
 }
 
 // TestQueryAPI runs queryapi against one redis-server; every subtest has its own
@@ -175,6 +206,33 @@ func TestQueryAPI(t *testing.T) {
 		a.expect("/v1/users/u3", 200, `{"user_id":"u3","clicks":0,"page_views":0,"dwell_ms":0,"dwell_count":0}`)
 		for _, id := range badIDs {
 			a.expect("/v1/users/"+id, 400, userIDErr)
+		}
+	})
+
+	// Ids as encodeURIComponent and Python's quote(safe='') send them: every byte outside
+	// A-Z a-z 0-9 - _ . ~ percent-encoded. Such a path is unescaped once, and the same id
+	// unencoded reads the same counters.
+	t.Run("encoded ids", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.hset(a.gen.User("alice@example.com"), 4, 3, 2, 1)
+		a.product("sku:1", 7, 6, 5, 4)
+		const alice = `{"user_id":"alice@example.com","clicks":4,"page_views":3,"dwell_ms":2,"dwell_count":1}`
+		const sku = `{"product_id":"sku:1","clicks":7,"page_views":6,"dwell_ms":5,"dwell_count":4}`
+		for _, p := range []string{"alice%40example.com", "alice@example.com", "%61lice%40example%2Ecom"} {
+			a.expect("/v1/users/"+p, 200, alice)
+			a.expect("/user/"+p+"/clicks", 200, `4`)
+		}
+		for _, p := range []string{"sku%3A1", "sku%3a1", "sku:1", "%73%6B%75%3A%31"} {
+			a.expect("/v1/products/"+p, 200, sku)
+		}
+		a.expect("/v1/users/a%2Eb%2D%5F%3A%40", 200, `{"user_id":"a.b-_:@","clicks":0,"page_views":0,"dwell_ms":0,"dwell_count":0}`)
+		// A malformed escape never reaches queryapi: Go's HTTP server cannot parse the
+		// request line and answers 400 itself (in plain text).
+		for _, p := range []string{"/v1/users/a%", "/v1/users/%zz", "/v1/products/%4", "/user/%/clicks"} {
+			if status := a.rawStatus(p); status != http.StatusBadRequest {
+				t.Errorf("GET %s = %d, want 400", p, status)
+			}
 		}
 	})
 
@@ -321,6 +379,38 @@ func TestQueryAPI(t *testing.T) {
 			}
 		}
 		wg.Wait()
+	})
+
+	// HEAD is answered wherever GET is, as GET would be without the body.
+	t.Run("head", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.hset(a.gen.User("u1"), 1, 2, 3, 4)
+		servertest.CheckHead(t, a.base, "/v1/users/u1", "/v1/users/alice%40example.com", "/v1/users/%7B",
+			"/v1/products/p1", "/v1/products/top", "/v1/products/top?limit=0", "/user/u1/clicks",
+			"/v1/pipeline", "/v1/rebuild", "/healthz", "/readyz", "/metrics", "/nope")
+		req, err := http.NewRequest(http.MethodHead, a.base+"/v1/users/u1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("HEAD /v1/users/u1 = %d %q, want 200 application/json", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	})
+
+	t.Run("rebuild never ran", func(t *testing.T) {
+		t.Parallel()
+		a := startAPI(t, s)
+		a.expect("/v1/rebuild", 200, `{"state":"idle","generation":1,"current_generation":1,"applied":0,"stream_length":0,`+
+			`"rate":0,"eta_seconds":null,"started_at":"","updated_at":"","error":""}`)
+		a.do("SET", a.keys.Generation(), 3)
+		a.expect("/v1/rebuild", 200, `{"state":"idle","generation":3,"current_generation":3,"applied":0,"stream_length":0,`+
+			`"rate":0,"eta_seconds":null,"started_at":"","updated_at":"","error":""}`)
 	})
 
 	t.Run("health", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -31,10 +32,22 @@ func (h *handler) ctx(c echo.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(c.Request().Context(), h.timeout)
 }
 
+// pathID returns the :id path parameter, percent-decoded once, if it is a valid id.
+// echo routes on the escaped path when the request has one (alice%40example.com, as
+// encodeURIComponent sends it), and then hands over the parameter still escaped;
+// otherwise the parameter is already decoded and must not be decoded again. What
+// decodes to something no id has (a/b from a%2Fb, "." from %2E) is refused like any
+// other invalid id.
 func pathID(c echo.Context, field string) (string, error) {
 	id := c.Param("id")
+	if c.Request().URL.RawPath != "" {
+		var err error
+		if id, err = url.PathUnescape(id); err != nil {
+			return "", server.BadRequest(field + ": " + events.IDRule)
+		}
+	}
 	if !events.ValidID(id) {
-		return "", server.BadRequest(field + ": must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+		return "", server.BadRequest(field + ": " + events.IDRule)
 	}
 	return id, nil
 }

@@ -17,7 +17,7 @@ type RebuildStatus struct {
 	// old generation's keys are being removed), done, failed or cancelled. A rebuild
 	// whose process is gone (its lock expired) is reported as failed.
 	State             string `json:"state"`
-	Generation        int64  `json:"generation"` // the generation the rebuild builds (0 when idle)
+	Generation        int64  `json:"generation"` // the generation the rebuild builds; the current one when none ever ran
 	CurrentGeneration int64  `json:"current_generation"`
 	Applied           int64  `json:"applied"`       // entries replayed into it so far
 	StreamLength      int64  `json:"stream_length"` // the stream's length now
@@ -50,10 +50,12 @@ func (h *handler) rebuild(c echo.Context) error {
 	m := state.Val()
 	st := RebuildStatus{State: m[events.RebuildFieldState], CurrentGeneration: cur, StreamLength: xlen.Val(),
 		StartedAt: m[events.RebuildFieldStarted], UpdatedAt: m[events.RebuildFieldUpdated], Error: m[events.RebuildFieldError]}
-	if st.State == "" {
-		st.State = "idle"
-	}
 	st.Generation, _ = strconv.ParseInt(m[events.RebuildFieldTarget], 10, 64)
+	if st.State == "" {
+		// No rebuild ever ran: what there is, is the current generation.
+		st.State = "idle"
+		st.Generation = cur
+	}
 	st.Applied, _ = strconv.ParseInt(m[events.RebuildFieldApplied], 10, 64)
 	st.Rate, _ = strconv.ParseInt(m[events.RebuildFieldRate], 10, 64)
 	running := lock.Val() == 1

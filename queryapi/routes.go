@@ -1,20 +1,23 @@
 package main
 
-import "github.com/labstack/echo/v4"
+import (
+	"github.com/clickstream/pipeline/internal/server"
+	"github.com/labstack/echo/v4"
+)
 
 // routes is queryapi's whole HTTP surface (plus /healthz, /readyz and /metrics from
 // server.New and metrics.Instrument, which stay open). auth guards every route listed
-// here.
+// here. server.GET answers HEAD too.
 func routes(e *echo.Echo, h *handler, auth echo.MiddlewareFunc) {
-	e.GET("/v1/users/:id", h.user, auth)
-	e.GET("/v1/products/top", h.topProducts, auth)
-	e.GET("/v1/products/:id", h.product, auth)
-	e.GET("/v1/top-products", h.topProducts, auth) // all time; /v1/products/top is its older alias
-	e.GET("/v1/stats/summary", h.summary, auth)
-	e.GET("/v1/stats/timeseries", h.timeseries, auth)
-	e.GET("/v1/stats/top-products", h.statsTopProducts, auth)
-	e.GET("/v1/stats/active", h.active, auth)
-	e.GET("/v1/pipeline", h.pipeline, auth)
-	e.GET("/v1/rebuild", h.rebuild, auth)
-	e.GET("/user/:id/clicks", h.userClicks, auth) // the original article's endpoint
+	server.GET(e, "/v1/users/:id", h.user, auth)
+	server.GET(e, "/v1/products/top", h.topProducts, auth) // the older route of /v1/top-products
+	server.GET(e, "/v1/products/:id", h.product, auth)
+	server.GET(e, "/v1/top-products", h.topProducts, auth)
+	server.GET(e, "/v1/stats/summary", h.summary, auth)
+	server.GET(e, "/v1/stats/timeseries", h.timeseries, auth)
+	server.GET(e, "/v1/stats/top-products", h.statsTopProducts, auth)
+	server.GET(e, "/v1/stats/active", h.active, auth)
+	server.GET(e, "/v1/pipeline", h.pipeline, auth)
+	server.GET(e, "/v1/rebuild", h.rebuild, auth)
+	server.GET(e, "/user/:id/clicks", h.userClicks, auth) // the original article's endpoint
 }

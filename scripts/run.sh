@@ -1,20 +1,40 @@
 #!/usr/bin/env bash
 # run.sh runs the whole pipeline on this machine: a private Redis (unless REDIS_URL is
-# set), ingest, one processor and queryapi. Ctrl-C stops everything, services first,
-# Redis last, and leaves no process behind.
+# set), ingest, one processor (or PROCESSORS of them) and queryapi. Ctrl-C, SIGINT or
+# SIGTERM stops everything, services first, Redis last, and leaves no process behind.
+# A service that dies meanwhile (try kill -9 on a processor) is restarted.
 #
 #   scripts/run.sh                          # ports 8080 (ingest), 8081 (query), 8082 (processor)
+#   PROCESSORS=2 scripts/run.sh             # processors on 8082 and 8083, one consumer group
 #   INGEST_ADDR=127.0.0.1:9080 scripts/run.sh
 #   REDIS_URL=redis://127.0.0.1:6379/0 scripts/run.sh   # use an existing Redis instead
+#   DATA_DIR=/tmp/cs scripts/run.sh         # Redis's data and the logs there, not in .data/
 #
-# Needs bash 4.3+, Go, redis-server (with redis-cli), and curl or wget. Data and logs go
-# to .data/ in the repository (git-ignored). To stop it from another shell, send SIGTERM
-# (bash ignores SIGINT in a script started with & from a non-interactive shell).
+# Processor N is consumer CONSUMER_NAME-N (default local-N), also after a restart, so a
+# restarted processor re-reads its own pending entries at once.
+#
+# Needs bash 4.3+, Go, redis-server (with redis-cli; scripts/deps.sh installs it as root,
+# or says how), and curl or wget. Data and logs go to .data/ in the repository
+# (git-ignored).
 set -euo pipefail
 if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 403)); then
 	echo "run.sh: needs bash 4.3 or newer (this is $BASH_VERSION)" >&2
 	exit 1
 fi
+
+# A script started with & by another script or a non-interactive shell inherits SIGINT
+# ignored, and bash cannot trap a signal that was ignored when it started. Start again,
+# same pid, with SIGINT restored, so that kill -INT stops this script wherever it runs.
+if [[ $(trap -p INT) == "trap -- '' SIGINT" && -z ${RUN_SH_SIGINT_RESTORED:-} ]]; then
+	export RUN_SH_SIGINT_RESTORED=1
+	if env --default-signal=INT true 2>/dev/null; then
+		exec env --default-signal=INT "$BASH" "${BASH_SOURCE[0]}" "$@"
+	elif command -v perl >/dev/null; then
+		exec perl -e '$SIG{INT} = "DEFAULT"; exec @ARGV or die "exec: $!"' "$BASH" "${BASH_SOURCE[0]}" "$@"
+	fi
+	echo "run.sh: SIGINT is ignored here (started with &); stop it with SIGTERM" >&2
+fi
+unset RUN_SH_SIGINT_RESTORED
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -22,14 +42,18 @@ cd "$root"
 export INGEST_ADDR=${INGEST_ADDR:-127.0.0.1:8080}
 export QUERY_ADDR=${QUERY_ADDR:-127.0.0.1:8081}
 export PROCESSOR_ADDR=${PROCESSOR_ADDR:-127.0.0.1:8082}
-export CONSUMER_NAME=${CONSUMER_NAME:-local-1}
+processors=${PROCESSORS:-1}
+consumer=${CONSUMER_NAME:-local} # processor N is $consumer-N
+data_dir=${DATA_DIR:-$root/.data}
 
-redis_dir=$root/.data/redis
-log_dir=$root/.data/logs
-redis_sock=""   # set when this script owns the Redis
+redis_dir=""
+log_dir=""
+redis_sock="" # set when this script owns the Redis
 redis_pid=""
-pids=()         # service pids, in start order
-names=()
+names=() # services, in start order: ingest, processor-1 … processor-N, queryapi
+bins=()  # the binary each runs
+addrs=() # the address each listens on
+pids=()  # the pid of each, while it runs
 
 log() { printf 'run.sh: %s\n' "$*" >&2 || true; }
 
@@ -46,6 +70,15 @@ http_ok() {
 	else
 		wget -q -O /dev/null -T 2 "$1" 2>/dev/null
 	fi
+}
+
+# alive reports whether any of the pids is still running.
+alive() {
+	local pid
+	for pid; do
+		kill -0 "$pid" 2>/dev/null && return 0
+	done
+	return 1
 }
 
 # stop_services sends SIGTERM to every service, gives them 15 s to finish what is in
@@ -69,15 +102,6 @@ stop_services() {
 	pids=()
 }
 
-# alive reports whether any of the pids is still running.
-alive() {
-	local pid
-	for pid; do
-		kill -0 "$pid" 2>/dev/null && return 0
-	done
-	return 1
-}
-
 stop_redis() {
 	[[ -n $redis_pid ]] || return 0
 	log "stopping redis (pid $redis_pid)"
@@ -97,6 +121,7 @@ stop_redis() {
 
 cleanup() {
 	trap - INT TERM EXIT
+	[[ ${#pids[@]} -gt 0 || -n $redis_pid ]] || return 0 # nothing started yet
 	# Services first, so Redis is still there while they finish the work in flight.
 	stop_services
 	stop_redis
@@ -109,15 +134,36 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
 
-for tool in go redis-server redis-cli; do
-	command -v "$tool" >/dev/null || { log "$tool not found on PATH"; exit 1; }
-done
-command -v curl >/dev/null || command -v wget >/dev/null || { log "need curl or wget"; exit 1; }
+if ! [[ $processors =~ ^[1-9][0-9]?$ ]]; then
+	log "PROCESSORS=$processors: must be a number from 1 to 99"
+	exit 1
+fi
+proc_port=${PROCESSOR_ADDR##*:}
+if ! [[ $proc_port =~ ^[0-9]+$ ]] || ((proc_port == 0 || proc_port + processors - 1 > 65535)); then
+	log "PROCESSOR_ADDR=$PROCESSOR_ADDR: needs a port from 1 to $((65536 - processors)) (processor N listens on its port + N-1)"
+	exit 1
+fi
+
+command -v go >/dev/null || { log "go not found on PATH (https://go.dev/doc/install)"; exit 1; }
+if [[ -z ${REDIS_URL:-} ]]; then
+	scripts/deps.sh redis-server
+fi
+command -v curl >/dev/null || command -v wget >/dev/null || { log "need curl or wget (apt-get install -y curl)"; exit 1; }
+mkdir -p "$data_dir"
+data_dir=$(cd "$data_dir" && pwd)
+redis_dir=$data_dir/redis
+log_dir=$data_dir/logs
 mkdir -p "$redis_dir" "$log_dir"
+
+names+=(ingest) bins+=(ingest) addrs+=("$INGEST_ADDR")
+for ((n = 1; n <= processors; n++)); do
+	names+=("processor-$n") bins+=(processor) addrs+=("${PROCESSOR_ADDR%:*}:$((proc_port + n - 1))")
+done
+names+=(queryapi) bins+=(queryapi) addrs+=("$QUERY_ADDR")
 
 # A service whose port is taken exits at once, but another program on that port could
 # still answer the readiness check below; refuse to start instead.
-for addr in "$INGEST_ADDR" "$QUERY_ADDR" "$PROCESSOR_ADDR"; do
+for addr in "${addrs[@]}"; do
 	hostport=$(url "$addr")
 	hostport=${hostport#http://}
 	if (: <>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null; then
@@ -125,6 +171,33 @@ for addr in "$INGEST_ADDR" "$QUERY_ADDR" "$PROCESSOR_ADDR"; do
 		exit 1
 	fi
 done
+
+# start_redis starts the private redis-server and waits until it answers.
+start_redis() {
+	# AOF with fsync every second: a restart keeps everything; a crash can lose about the
+	# last second of acknowledged writes. --appendfsync always closes that window.
+	# --daemonize puts Redis in its own session, so Ctrl-C in this terminal reaches the
+	# services but not Redis, which this script stops last.
+	redis-server \
+		--port 0 \
+		--unixsocket "$redis_sock" --unixsocketperm 700 \
+		--dir "$redis_dir" \
+		--appendonly yes --appendfsync everysec \
+		--save "" \
+		--daemonize yes --pidfile "$redis_dir/redis.pid" \
+		--logfile "$redis_dir/redis.log"
+	local i
+	for ((i = 0; i < 100; i++)); do
+		redis-cli -s "$redis_sock" ping >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	redis_pid=$(cat "$redis_dir/redis.pid" 2>/dev/null || true)
+	if [[ -z $redis_pid ]] || ! redis-cli -s "$redis_sock" ping >/dev/null 2>&1; then
+		log "redis-server did not start; see $redis_dir/redis.log"
+		tail -n 20 "$redis_dir/redis.log" >&2 || true
+		exit 1
+	fi
+}
 
 if [[ -z ${REDIS_URL:-} ]]; then
 	# A unix socket and --port 0: no TCP port at all, so no clash with a Redis on 6379.
@@ -138,28 +211,8 @@ if [[ -z ${REDIS_URL:-} ]]; then
 		log "stop it with: redis-cli -s $redis_sock shutdown"
 		exit 1
 	fi
-	# AOF with fsync every second: a restart keeps everything; a crash can lose about the
-	# last second of acknowledged writes. --appendfsync always closes that window.
-	# --daemonize puts Redis in its own session, so Ctrl-C in this terminal reaches the
-	# services but not Redis, which this script stops last.
-	redis-server \
-		--port 0 \
-		--unixsocket "$redis_sock" --unixsocketperm 700 \
-		--dir "$redis_dir" \
-		--appendonly yes --appendfsync everysec \
-		--save "" \
-		--daemonize yes --pidfile "$redis_dir/redis.pid" \
-		--logfile "$redis_dir/redis.log"
-	for ((i = 0; i < 100; i++)); do
-		redis-cli -s "$redis_sock" ping >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-	redis_pid=$(cat "$redis_dir/redis.pid" 2>/dev/null || true)
-	if [[ -z $redis_pid ]] || ! redis-cli -s "$redis_sock" ping >/dev/null 2>&1; then
-		log "redis-server did not start; see $redis_dir/redis.log"
-		tail -n 20 "$redis_dir/redis.log" >&2 || true
-		exit 1
-	fi
+	rm -f "$redis_dir/redis.pid"
+	start_redis
 	export REDIS_URL=unix://$redis_sock
 	log "redis started (pid $redis_pid, AOF in $redis_dir)"
 else
@@ -169,57 +222,94 @@ fi
 log "building"
 go build -o bin/ ./...
 
+# start starts service i; a restart appends to the same log.
 start() {
-	local name=$1
-	"./bin/$name" >"$log_dir/$name.log" 2>&1 &
-	pids+=("$!")
-	names+=("$name")
+	local i=$1
+	case ${names[i]} in
+	processor-*)
+		PROCESSOR_ADDR=${addrs[i]} CONSUMER_NAME=$consumer-${names[i]#processor-} \
+			"./bin/${bins[i]}" >>"$log_dir/${names[i]}.log" 2>&1 &
+		;;
+	*) "./bin/${bins[i]}" >>"$log_dir/${names[i]}.log" 2>&1 & ;;
+	esac
+	pids[i]=$!
 }
-start ingest
-start processor
-start queryapi
 
-# wait_ready polls /readyz until it answers 200; a service that exits meanwhile fails the run.
+# wait_ready polls service i's /readyz until it answers 200; a service that exits
+# meanwhile, or is not ready in 15 s, stops the run: it would fail again.
 wait_ready() {
-	local name=$1 pid=$2 base=$3 i
-	for ((i = 0; i < 150; i++)); do
+	local i=$1 name=${names[$1]} pid=${pids[$1]} n
+	for ((n = 0; n < 150; n++)); do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			log "$name exited during start; last lines of $log_dir/$name.log:"
 			tail -n 20 "$log_dir/$name.log" >&2 || true
 			exit 1
 		fi
-		http_ok "$base/readyz" && return 0
+		http_ok "$(url "${addrs[i]}")/readyz" && return 0
 		sleep 0.1
 	done
 	log "$name not ready after 15s; see $log_dir/$name.log"
 	exit 1
 }
+
+for i in "${!names[@]}"; do start "$i"; done
+for i in "${!names[@]}"; do wait_ready "$i"; done
+
 ingest_url=$(url "$INGEST_ADDR")
 query_url=$(url "$QUERY_ADDR")
-processor_url=$(url "$PROCESSOR_ADDR")
-wait_ready ingest "${pids[0]}" "$ingest_url"
-wait_ready processor "${pids[1]}" "$processor_url"
-wait_ready queryapi "${pids[2]}" "$query_url"
-
 cat <<EOF
 
 Pipeline is running (Ctrl-C stops it).
   ingest     $ingest_url/v1/events
   queryapi   $query_url/v1/users/:id  /v1/products/:id  /v1/products/top  /v1/pipeline
-  processor  $processor_url/readyz
   redis      $REDIS_URL
   logs       tail -f $log_dir/*.log
+
+Processes:
+EOF
+for i in "${!names[@]}"; do
+	printf '  %-12s pid %-8s %s/readyz\n' "${names[i]}" "${pids[i]}" "$(url "${addrs[i]}")"
+done
+[[ -z $redis_pid ]] || printf '  %-12s pid %s\n' redis "$redis_pid"
+cat <<EOF
 
 Try:
   curl -i -H 'Content-Type: application/json' \\
        -d '{"user_id":"u1","product_id":"p1","type":"click","event_id":"e1"}' \\
        $ingest_url/v1/events
   curl $query_url/v1/users/u1
+  kill -9 ${pids[1]}   # a processor: it is restarted, and counts nothing twice
 
 EOF
 
-# Run until Ctrl-C or until a service exits on its own; either way, stop everything.
-status=0
-wait -n || status=$? # the services are this script's only jobs
-log "a service exited (status $status); stopping the rest"
-exit 1
+# exit_reason describes a status from wait: 128+N is death by signal N.
+exit_reason() {
+	if (($1 > 128)) && sig=$(kill -l "$(($1 - 128))" 2>/dev/null); then
+		printf 'killed by SIG%s' "$sig"
+	else
+		printf 'exit status %s' "$1"
+	fi
+}
+
+# Supervise until a signal: a service that exits is started again, under the same name
+# (a processor keeps its CONSUMER_NAME, so it re-reads its own pending entries at once);
+# a Redis of this script's that dies is started again from its AOF. Bash reaps its
+# children as they exit, so a dead one fails kill -0 and wait gives its status.
+while :; do
+	sleep 0.5
+	for i in "${!names[@]}"; do
+		kill -0 "${pids[i]}" 2>/dev/null && continue
+		status=0
+		wait "${pids[i]}" 2>/dev/null || status=$?
+		log "${names[i]} (pid ${pids[i]}) exited ($(exit_reason "$status")); restarting it"
+		start "$i"
+		wait_ready "$i"
+		log "${names[i]} restarted (pid ${pids[i]})"
+	done
+	if [[ -n $redis_pid ]] && ! kill -0 "$redis_pid" 2>/dev/null; then
+		log "redis (pid $redis_pid) exited; restarting it from its AOF (an fsync a second: the last second of writes may be lost)"
+		rm -f "$redis_dir/redis.pid"
+		start_redis
+		log "redis restarted (pid $redis_pid)"
+	fi
+done

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -52,7 +53,7 @@ func Instrument(e *echo.Echo, reg *prometheus.Registry, logger *slog.Logger) {
 	// Pre: outside the router and every other middleware, so that panics (turned into
 	// 500s by the recoverer) and 404s are counted too.
 	e.Pre(m.middleware)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+	server.GET(e, "/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      reg, // promhttp_metric_handler_errors_total

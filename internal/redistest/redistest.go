@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -44,14 +45,27 @@ func Args(a ...string) Option {
 	return func(args *[]string) { *args = append(*args, a...) }
 }
 
-// Start runs a redis-server for the test and stops it when the test ends. It skips
-// nothing: a machine without redis-server fails the test, because a test that talks to
-// Redis without a real Redis proves nothing.
+// lookPath finds redis-server once per test binary.
+var lookPath = sync.OnceValues(func() (string, error) { return exec.LookPath("redis-server") })
+
+// missingReported is set once a test has failed for want of redis-server.
+var missingReported atomic.Bool
+
+// Start runs a redis-server for the test and stops it when the test ends. A machine
+// without redis-server fails the package, because a test that talks to Redis without a
+// real Redis proves nothing: the first test to ask fails with the command that installs
+// it, and the others that ask are skipped, so the one cause is not buried under a
+// failure of every test.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	bin, err := lookPath()
 	if err != nil {
-		t.Fatalf("redis-server not found on PATH (install it: apt-get install -y redis-server): %v", err)
+		if missingReported.CompareAndSwap(false, true) {
+			t.Fatalf("redis-server not found on PATH: %v\n"+
+				"Install it (with a C compiler for -race): scripts/deps.sh redis-server cc, which runs apt-get as root,\n"+
+				"or yourself: sudo apt-get install -y redis-server gcc. scripts/test.sh does both and runs the tests.", err)
+		}
+		t.Skip("no redis-server: see the first failure")
 	}
 	// Unix socket paths are limited to ~104 bytes, and t.TempDir() can be long.
 	dir, err := os.MkdirTemp("", "rt")

@@ -45,10 +45,10 @@ func New(logger *slog.Logger, ready func(context.Context) error) *echo.Echo {
 	e.Logger.SetOutput(echoLog{logger})
 	e.HTTPErrorHandler = errorHandler(logger)
 	e.Use(recoverer(logger))
-	e.GET("/healthz", func(c echo.Context) error {
+	GET(e, "/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", func(c echo.Context) error {
+	GET(e, "/readyz", func(c echo.Context) error {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
@@ -58,6 +58,15 @@ func New(logger *slog.Logger, ready func(context.Context) error) *echo.Echo {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
 	return e
+}
+
+// GET routes GET and HEAD requests for path to h; every GET route of the services is
+// registered through it. HTTP asks a server to answer HEAD wherever it answers GET (load
+// balancers and uptime checks send it, and so does curl -I), and net/http drops what h
+// writes in answer to a HEAD, so the client gets GET's status and headers without the
+// body. The route keeps HEAD as its method, so metrics count HEADs as HEADs.
+func GET(e *echo.Echo, path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) {
+	e.Match([]string{http.MethodGet, http.MethodHead}, path, h, m...)
 }
 
 // PingRedis is the usual readiness check.
@@ -100,13 +109,8 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		if status == http.StatusInternalServerError {
 			logger.Error("internal error", "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
-		var werr error
-		if c.Request().Method == http.MethodHead {
-			werr = c.NoContent(status)
-		} else {
-			werr = c.JSON(status, body)
-		}
-		if werr != nil {
+		// To a HEAD too: net/http sends the headers of the JSON answer, not its body.
+		if werr := c.JSON(status, body); werr != nil {
 			logger.Debug("write error response", "err", werr)
 		}
 	}
