@@ -206,3 +206,15 @@ func TestStats(t *testing.T) {
 		}
 	})
 }
+
+// The all-time ranking has a route of its own; /v1/products/top stays the ranking for
+// older clients, and a product whose id is "top" is read with the id percent-encoded.
+func TestProductNamedTop(t *testing.T) {
+	t.Parallel()
+	a := startAPI(t, redistest.Start(t))
+	a.product("top", 3, 2, 10, 1)
+	a.product("p1", 1, 0, 0, 0)
+	a.expect("/v1/top-products", 200, `[{"product_id":"top","clicks":3},{"product_id":"p1","clicks":1}]`)
+	a.expect("/v1/products/top", 200, `[{"product_id":"top","clicks":3},{"product_id":"p1","clicks":1}]`)
+	a.expect("/v1/products/%74op", 200, `{"product_id":"top","clicks":3,"page_views":2,"dwell_ms":10,"dwell_count":1}`)
+}
