@@ -147,6 +147,21 @@ func CompareIDs(a, b string) int {
 	}
 }
 
+// IDTime is the time in an entry id: the Unix ms at which Redis received the entry.
+func IDTime(id string) int64 {
+	ms, _ := splitID(id)
+	return int64(ms)
+}
+
+// Time is the event's time: ts when the client sent it, else the receive time that its
+// stream entry id carries.
+func (e *Event) Time(entryID string) int64 {
+	if e.TS != 0 {
+		return e.TS
+	}
+	return IDTime(entryID)
+}
+
 // NextID returns the smallest entry id greater than id, e.g. for XTRIM MINID, which
 // keeps the entries at or after its argument.
 func NextID(id string) string {

@@ -14,7 +14,7 @@ var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 var nowMs = now.UnixMilli()
 
 const (
-	idRule      = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, and not . or .."
+	IDRule      = "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, and not . or .."
 	durationMsg = "must be an integer from 1 to 86400000"
 	typeMsg     = "must be click, page_view or dwell"
 )
@@ -87,18 +87,18 @@ func TestValidate(t *testing.T) {
 		{name: "all fields", ev: events.Event{UserID: id128, ProductID: "AZaz09._:@-", Type: events.Dwell, DurationMs: 5, EventID: id128, TS: nowMs}},
 
 		{name: "user missing", ev: valid(func(e *events.Event) { e.UserID = "" }), field: "user_id", msg: "is required"},
-		{name: "user 129", ev: valid(func(e *events.Event) { e.UserID = id129 }), field: "user_id", msg: idRule},
-		{name: "user brace", ev: valid(func(e *events.Event) { e.UserID = "{u}" }), field: "user_id", msg: idRule},
-		{name: "user space", ev: valid(func(e *events.Event) { e.UserID = "u 1" }), field: "user_id", msg: idRule},
-		{name: "user control", ev: valid(func(e *events.Event) { e.UserID = "u\x01" }), field: "user_id", msg: idRule},
-		{name: "user non-ASCII", ev: valid(func(e *events.Event) { e.UserID = "ü" }), field: "user_id", msg: idRule},
-		{name: "user dot", ev: valid(func(e *events.Event) { e.UserID = "." }), field: "user_id", msg: idRule},
-		{name: "user dot dot", ev: valid(func(e *events.Event) { e.UserID = ".." }), field: "user_id", msg: idRule},
-		{name: "product dot dot", ev: valid(func(e *events.Event) { e.ProductID = ".." }), field: "product_id", msg: idRule},
-		{name: "event id dot", ev: valid(func(e *events.Event) { e.EventID = "." }), field: "event_id", msg: idRule},
+		{name: "user 129", ev: valid(func(e *events.Event) { e.UserID = id129 }), field: "user_id", msg: IDRule},
+		{name: "user brace", ev: valid(func(e *events.Event) { e.UserID = "{u}" }), field: "user_id", msg: IDRule},
+		{name: "user space", ev: valid(func(e *events.Event) { e.UserID = "u 1" }), field: "user_id", msg: IDRule},
+		{name: "user control", ev: valid(func(e *events.Event) { e.UserID = "u\x01" }), field: "user_id", msg: IDRule},
+		{name: "user non-ASCII", ev: valid(func(e *events.Event) { e.UserID = "ü" }), field: "user_id", msg: IDRule},
+		{name: "user dot", ev: valid(func(e *events.Event) { e.UserID = "." }), field: "user_id", msg: IDRule},
+		{name: "user dot dot", ev: valid(func(e *events.Event) { e.UserID = ".." }), field: "user_id", msg: IDRule},
+		{name: "product dot dot", ev: valid(func(e *events.Event) { e.ProductID = ".." }), field: "product_id", msg: IDRule},
+		{name: "event id dot", ev: valid(func(e *events.Event) { e.EventID = "." }), field: "event_id", msg: IDRule},
 		{name: "product missing", ev: valid(func(e *events.Event) { e.ProductID = "" }), field: "product_id", msg: "is required"},
-		{name: "product 129", ev: valid(func(e *events.Event) { e.ProductID = id129 }), field: "product_id", msg: idRule},
-		{name: "product close brace", ev: valid(func(e *events.Event) { e.ProductID = "}" }), field: "product_id", msg: idRule},
+		{name: "product 129", ev: valid(func(e *events.Event) { e.ProductID = id129 }), field: "product_id", msg: IDRule},
+		{name: "product close brace", ev: valid(func(e *events.Event) { e.ProductID = "}" }), field: "product_id", msg: IDRule},
 		{name: "both missing names user", ev: events.Event{}, field: "user_id", msg: "is required"},
 
 		{name: "unknown type", ev: valid(func(e *events.Event) { e.Type = 3 }), field: "type", msg: typeMsg},
@@ -108,8 +108,8 @@ func TestValidate(t *testing.T) {
 		{name: "click with duration", ev: valid(func(e *events.Event) { e.DurationMs = 5 }), field: "duration_ms", msg: "is only allowed for type dwell"},
 		{name: "page view with duration", ev: valid(func(e *events.Event) { e.Type = events.PageView; e.DurationMs = 5 }), field: "duration_ms", msg: "is only allowed for type dwell"},
 
-		{name: "event id bad", ev: valid(func(e *events.Event) { e.EventID = "e 1" }), field: "event_id", msg: idRule},
-		{name: "event id 129", ev: valid(func(e *events.Event) { e.EventID = id129 }), field: "event_id", msg: idRule},
+		{name: "event id bad", ev: valid(func(e *events.Event) { e.EventID = "e 1" }), field: "event_id", msg: IDRule},
+		{name: "event id 129", ev: valid(func(e *events.Event) { e.EventID = id129 }), field: "event_id", msg: IDRule},
 
 		{name: "ts now", ev: valid(func(e *events.Event) { e.TS = nowMs })},
 		{name: "ts 1h ahead", ev: valid(func(e *events.Event) { e.TS = nowMs + time.Hour.Milliseconds() })},

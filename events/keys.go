@@ -119,12 +119,43 @@ func (g GenKeys) Product(id string) string { return g.prefix + "p:" + id }
 // TopProducts is the sorted set of product ids scored by clicks.
 func (g GenKeys) TopProducts() string { return g.prefix + "top" }
 
+// Stats is the hash of global counters (FieldEvents and the four counter fields) of
+// one time bucket.
+func (g GenKeys) Stats(b Bucket) string { return g.prefix + "s:" + b.suffix() }
+
+// Uniques is the HyperLogLog of the user ids seen in one time bucket. The unique users
+// of a range are the union of its buckets' HyperLogLogs (one PFCOUNT over all of them),
+// never a sum of per-bucket counts.
+func (g GenKeys) Uniques(b Bucket) string { return g.prefix + "uu:" + b.suffix() }
+
+// ProductStats is the hash of one product's dwell counters in one time bucket (hour or
+// day). Its clicks and page views are its scores in TopClicks and TopViews, kept once.
+func (g GenKeys) ProductStats(b Bucket, productID string) string {
+	return g.prefix + "sp:" + b.suffix() + ":" + productID
+}
+
+// TopClicks is the sorted set of product ids scored by clicks within one time bucket
+// (hour or day); the top products of a range are the union of its buckets' rankings.
+func (g GenKeys) TopClicks(b Bucket) string { return g.prefix + "tc:" + b.suffix() }
+
+// TopViews is TopClicks for page views.
+func (g GenKeys) TopViews(b Bucket) string { return g.prefix + "tv:" + b.suffix() }
+
+// Active is the sorted set of user ids scored by the time (Unix ms) of their latest
+// event: the users seen in the last N minutes are one ZCOUNT. Members older than an
+// hour are trimmed.
+func (g GenKeys) Active() string { return g.prefix + "active" }
+
+// Prefix is the start of every key of the generation.
+func (g GenKeys) Prefix() string { return g.prefix }
+
 // Pattern matches every key of the generation, for SCAN MATCH in admin commands (never
 // on a request path).
 func (g GenKeys) Pattern() string { return g.prefix + "*" }
 
 // Counter fields of the user and product hashes.
 const (
+	FieldEvents     = "events" // time buckets only: events of every type
 	FieldClicks     = "clicks"
 	FieldPageViews  = "page_views"
 	FieldDwellMs    = "dwell_ms"

@@ -4,8 +4,10 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -14,7 +16,7 @@ var applySource string
 
 // applyScript checks, acks and applies a batch in one call; see apply.lua for why that
 // makes redelivery harmless.
-var applyScript = redis.NewScript(applySource)
+var applyScript = aggregate.NewScript(applySource)
 
 // Entry is a stream entry as the processor sees it: decoded, or with the reason it
 // could not be.
@@ -33,22 +35,16 @@ type Applier struct {
 	gen      events.GenKeys
 	consumer string
 
-	users, products map[string]int // id -> index into sums
-	sums            []counters
-	kargs           []string
-	argv            []any
+	inc   *aggregate.Increments
+	now   func() time.Time // which time buckets still exist
+	kargs []string
+	argv  []any
 }
 
-type counters struct {
-	key                            int  // 1-based index in KEYS
-	product                        bool // a product's clicks go to the ranking only
-	clicks, views, dwellMs, dwellN int64
-}
-
-// NewApplier returns an Applier for one generation of aggregates, acting as consumer.
-func NewApplier(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys, consumer string) *Applier {
-	return &Applier{rdb: rdb, keys: keys, gen: gen, consumer: consumer,
-		users: make(map[string]int), products: make(map[string]int)}
+// NewApplier returns an Applier for one generation of aggregates, acting as consumer,
+// whose time buckets are kept for keep.
+func NewApplier(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys, consumer string, keep events.Retention) *Applier {
+	return &Applier{rdb: rdb, keys: keys, gen: gen, consumer: consumer, inc: aggregate.NewIncrements(gen, keep), now: time.Now}
 }
 
 // Apply acks every entry of batch and adds the increments of those that were still
@@ -96,70 +92,21 @@ func (a *Applier) ApplyAt(ctx context.Context, batch []Entry, epoch string) (app
 }
 
 func (a *Applier) call(ctx context.Context, batch []Entry, epoch string) ([]any, error) {
-	clear(a.users)
-	clear(a.products)
-	sums := a.sums[:0]
-	keys := append(a.kargs[:0], a.keys.Stream(), a.gen.TopProducts(), a.gen.ClaimEpoch())
+	a.inc.Reset(a.now().UnixMilli())
 	for i := range batch {
-		e := &batch[i].Event
-		if batch[i].Bad != nil {
-			continue
-		}
-		var u, p int
-		var ok bool
-		if u, ok = a.users[e.UserID]; !ok {
-			keys = append(keys, a.gen.User(e.UserID))
-			sums = append(sums, counters{key: len(keys)})
-			u = len(sums) - 1
-			a.users[e.UserID] = u
-		}
-		if p, ok = a.products[e.ProductID]; !ok {
-			keys = append(keys, a.gen.Product(e.ProductID))
-			sums = append(sums, counters{key: len(keys), product: true})
-			p = len(sums) - 1
-			a.products[e.ProductID] = p
-		}
-		switch e.Type {
-		case events.Click:
-			sums[u].clicks++
-			sums[p].clicks++
-		case events.PageView:
-			sums[u].views++
-			sums[p].views++
-		case events.Dwell:
-			sums[u].dwellMs += e.DurationMs
-			sums[p].dwellMs += e.DurationMs
-			sums[u].dwellN++
-			sums[p].dwellN++
+		if batch[i].Bad == nil {
+			a.inc.Add(&batch[i].Event, batch[i].Event.Time(batch[i].ID))
 		}
 	}
+	keys := append(a.kargs[:0], a.keys.Stream(), a.gen.ClaimEpoch())
+	keys = append(keys, a.inc.Keys()...)
 	lo, hi := idRange(batch)
 	argv := append(a.argv[:0], a.gen.Group(), a.consumer, len(batch), lo, hi, epoch)
 	for i := range batch {
 		argv = append(argv, batch[i].ID)
 	}
-	for i := range sums {
-		s := &sums[i]
-		clicks := s.clicks
-		if s.product {
-			clicks = 0 // counted in the ranking below
-		}
-		for _, f := range [...]struct {
-			name string
-			n    int64
-		}{{events.FieldClicks, clicks}, {events.FieldPageViews, s.views}, {events.FieldDwellMs, s.dwellMs}, {events.FieldDwellCount, s.dwellN}} {
-			if f.n != 0 {
-				argv = append(argv, s.key, f.name, f.n)
-			}
-		}
-	}
-	argv = append(argv, "top")
-	for id, p := range a.products {
-		if n := sums[p].clicks; n != 0 {
-			argv = append(argv, n, id)
-		}
-	}
-	a.sums, a.kargs, a.argv = sums, keys, argv
+	argv = a.inc.AppendArgs(argv, 3)
+	a.kargs, a.argv = keys, argv
 	return applyScript.Run(ctx, a.rdb, keys, argv...).Slice()
 }
 

@@ -1,17 +1,16 @@
 #!lua
 -- Apply a batch of stream entries to the aggregates, exactly once in effect.
 -- KEYS[1]    the stream
--- KEYS[2]    the top-products sorted set
--- KEYS[3]    the group's claim epoch
--- KEYS[4..]  the user and product hashes the increments name
+-- KEYS[2]    the group's claim epoch
+-- KEYS[3..]  the keys the increments name (aggregate.Increments.Keys)
 -- ARGV[1]    the consumer group
 -- ARGV[2]    this consumer's name
 -- ARGV[3]    n, the number of entry ids that follow
 -- ARGV[4], ARGV[5]        the smallest and the largest of those ids
 -- ARGV[6]                 the claim epoch read just before the batch was read ('' = unknown)
 -- ARGV[7 .. 6+n]          the batch's entry ids
--- then triples (key index, field, amount): HINCRBY KEYS[key index] field amount
--- then, after the marker 'top', pairs (amount, product id): ZINCRBY top amount id
+-- ARGV[7+n ..]            the increments of the batch, for apply_increments
+--                         (internal/aggregate/increments.lua, put in at start-up)
 --
 -- Returns {n} when the batch was applied. Returns {m, id...} with m < n, applying and
 -- acking nothing, when only the m listed entries are still pending for this consumer:
@@ -29,7 +28,7 @@
 -- entries change owner only through a claim, every claim bumps the claim epoch, and
 -- only an entry's owner acks it. If the epoch is the one read before the batch was
 -- read, every entry of the batch is still pending and still ours.
-local stream, top, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local n = tonumber(ARGV[3])
 local first, last = 7, 6 + n
 local CHUNK = 2000 -- unpack() is bounded by Lua's C stack
@@ -37,7 +36,7 @@ local CHUNK = 2000 -- unpack() is bounded by Lua's C stack
 -- With the epoch unchanged, the first entry is still checked, for one lookup: a batch
 -- is applied whole or not at all, so if its first entry is no longer ours the batch was
 -- already applied (a caller retrying with the epoch by mistake counts nothing twice).
-local checked = ARGV[6] == '' or (redis.call('GET', KEYS[3]) or '0') ~= ARGV[6]
+local checked = ARGV[6] == '' or (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6]
 if not checked then
   local f = redis.call('XPENDING', stream, group, ARGV[first], ARGV[first], 1, consumer)
   checked = #f == 0
@@ -68,14 +67,5 @@ end
 for c = first, last, CHUNK do
   redis.call('XACK', stream, group, unpack(ARGV, c, math.min(c + CHUNK - 1, last)))
 end
-local i = last + 1
-while i <= #ARGV and ARGV[i] ~= 'top' do
-  redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
-i = i + 1
-while i <= #ARGV do
-  redis.call('ZINCRBY', top, ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
+apply_increments(last + 1)
 return {n}

@@ -59,7 +59,7 @@ func (c *Consumer) newGeneration(gen events.GenKeys) *generation {
 	g := &generation{keys: gen, appliers: make(chan *Applier, n),
 		logger: c.base.With("stream", c.keys.Stream(), "group", gen.Group())}
 	for range n {
-		g.appliers <- NewApplier(c.rdb, c.keys, gen, c.name)
+		g.appliers <- NewApplier(c.rdb, c.keys, gen, c.name, c.cfg.StatsRetention)
 	}
 	return g
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/clickstream/pipeline/events"
 	"testing"
 	"time"
 
@@ -30,8 +31,8 @@ func TestClaimAfterReadForcesTheCheckedPath(t *testing.T) {
 	if err != nil || len(claimed) != len(evs) || next != "0-0" {
 		t.Fatalf("claimPending: %d entries, next %q, %v", len(claimed), next, err)
 	}
-	a := NewApplier(p.rdb, p.keys, p.gen, "A")
-	b := NewApplier(p.rdb, p.keys, p.gen, "B")
+	a := NewApplier(p.rdb, p.keys, p.gen, "A", events.DefaultRetention)
+	b := NewApplier(p.rdb, p.keys, p.gen, "B", events.DefaultRetention)
 	applied, skipped, err := a.ApplyAt(ctx, toEntries(msgs), epoch)
 	if err != nil || applied != 0 || skipped != int64(len(evs)) {
 		t.Fatalf("A applied %d, skipped %d, %v; want 0, %d (B owns the entries now)", applied, skipped, err, len(evs))
@@ -62,7 +63,7 @@ func TestUnchangedEpochAppliesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := NewApplier(p.rdb, p.keys, p.gen, "A")
+	a := NewApplier(p.rdb, p.keys, p.gen, "A", events.DefaultRetention)
 	applied, skipped, err := a.ApplyAt(ctx, toEntries(msgs), epoch)
 	if err != nil || applied != int64(len(evs)) || skipped != 0 {
 		t.Fatalf("applied %d, skipped %d, %v; want %d, 0", applied, skipped, err, len(evs))

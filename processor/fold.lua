@@ -3,15 +3,14 @@
 -- atomic step, so that checkpoint + stream always holds every event exactly once.
 -- KEYS[1]    the stream
 -- KEYS[2]    the checkpoint's info hash
--- KEYS[3]    the checkpoint's top-products sorted set
--- KEYS[4..]  the checkpoint's user and product hashes the increments name
+-- KEYS[3..]  the checkpoint's keys the increments name (aggregate.Increments.Keys)
 -- ARGV[1], ARGV[2]  the info hash's position and entries fields
 -- ARGV[3]    the checkpoint position this batch follows ('' when the checkpoint is empty)
 -- ARGV[4]    the id of the batch's last entry
 -- ARGV[5]    the smallest id after it: XTRIM MINID removes the entries before this one
 -- ARGV[6]    the number of entries in the batch
--- then triples (key index, field, amount): HINCRBY KEYS[key index] field amount
--- then, after the marker 'top', pairs (amount, product id): ZINCRBY top amount id
+-- ARGV[7..]  the increments of the batch, for apply_increments
+--            (internal/aggregate/increments.lua, put in at start-up)
 --
 -- Returns the number of entries trimmed, or -1 having changed nothing, when the batch
 -- does not follow the checkpoint (another folder got there first: folding it again
@@ -46,16 +45,7 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   end
 end
 
-local i = 7
-while i <= #ARGV and ARGV[i] ~= 'top' do
-  redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
-i = i + 1
-while i <= #ARGV do
-  redis.call('ZINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
+apply_increments(7)
 redis.call('HSET', KEYS[2], ARGV[1], last)
 redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[6])
 return redis.call('XTRIM', KEYS[1], 'MINID', ARGV[5])

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/clickstream/pipeline/internal/testlog"
@@ -286,17 +287,10 @@ func (p *pipeline) assertTotals(t *testing.T, evs []events.Event) {
 	if !reflect.DeepEqual(gotTop, want.top) {
 		t.Errorf("%s = %v, want %v", p.gen.TopProducts(), gotTop, want.top)
 	}
-	// No key beyond those: nothing was counted for an entry that should not count.
-	prefix := strings.TrimSuffix(p.gen.TopProducts(), "top")
+	// No all-time key beyond those: nothing was counted for an entry that should not count.
 	var all []string
-	iter := p.rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		if iter.Val() != p.gen.ClaimEpoch() { // bookkeeping of claims, not a count
-			all = append(all, iter.Val())
-		}
-	}
-	if err := iter.Err(); err != nil {
-		t.Fatalf("SCAN: %v", err)
+	for _, pattern := range []string{p.gen.UserPrefix() + "*", p.gen.ProductPrefix() + "*", p.gen.TopProducts()} {
+		all = append(all, scanKeys(t, p.rdb, pattern)...)
 	}
 	for _, k := range all {
 		if _, ok := want.hashes[k]; !ok && k != p.gen.TopProducts() {
@@ -306,4 +300,95 @@ func (p *pipeline) assertTotals(t *testing.T, evs []events.Event) {
 	if wantKeys := len(want.hashes) + min(len(want.top), 1); len(all) != wantKeys {
 		t.Errorf("%d aggregate keys, want %d", len(all), wantKeys)
 	}
+	p.assertBuckets(t, evs)
+}
+
+// assertBuckets checks the time buckets against the events, which are all recent: at
+// every resolution, the global buckets add up to the events' totals, and each
+// product's hour and day buckets to its totals; the users of all day buckets together
+// are the events' distinct users (exact: the tests use few users).
+func (p *pipeline) assertBuckets(t *testing.T, evs []events.Event) {
+	t.Helper()
+	ctx := context.Background()
+	var total aggregate.Totals
+	products := map[string]*aggregate.Totals{}
+	users := map[string]bool{}
+	for i := range evs {
+		total.Add(&evs[i])
+		if products[evs[i].ProductID] == nil {
+			products[evs[i].ProductID] = &aggregate.Totals{}
+		}
+		products[evs[i].ProductID].Add(&evs[i])
+		users[evs[i].UserID] = true
+	}
+	wantGlobal := map[string]int64{events.FieldEvents: int64(len(evs)), events.FieldClicks: total.Clicks,
+		events.FieldPageViews: total.PageViews, events.FieldDwellMs: total.DwellMs, events.FieldDwellCount: total.DwellCount}
+	for _, r := range events.Resolutions {
+		// Bucket keys are named by resolution and start; any bucket of r serves to find
+		// the prefix of all of them.
+		code := strings.TrimSuffix(strings.TrimPrefix(p.gen.Stats(events.Bucket{Res: r}), p.gen.Prefix()+"s:"), ":0")
+		got := map[string]int64{}
+		for _, k := range scanKeys(t, p.rdb, p.gen.Prefix()+"s:"+code+":*") {
+			for f, v := range p.rdb.HGetAll(ctx, k).Val() {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				got[f] += n
+			}
+		}
+		for f, n := range wantGlobal {
+			if got[f] != n {
+				t.Errorf("%s buckets: %s adds up to %d, want %d", r, f, got[f], n)
+			}
+		}
+		if r == events.Minute {
+			continue // per product: hours and days only
+		}
+		gotProducts := map[string]*aggregate.Totals{}
+		row := func(id string) *aggregate.Totals {
+			if gotProducts[id] == nil {
+				gotProducts[id] = &aggregate.Totals{}
+			}
+			return gotProducts[id]
+		}
+		for _, kind := range []string{"tc", "tv"} {
+			for _, k := range scanKeys(t, p.rdb, p.gen.Prefix()+kind+":"+code+":*") {
+				for _, z := range p.rdb.ZRangeWithScores(ctx, k, 0, -1).Val() {
+					if kind == "tc" {
+						row(z.Member.(string)).Clicks += int64(z.Score)
+					} else {
+						row(z.Member.(string)).PageViews += int64(z.Score)
+					}
+				}
+			}
+		}
+		for _, k := range scanKeys(t, p.rdb, p.gen.Prefix()+"sp:"+code+":*") {
+			id := k[strings.LastIndexByte(k, ':')+1:]
+			got := aggregate.ParseTotals(p.rdb.HMGet(ctx, k, aggregate.Fields...).Val())
+			row(id).DwellMs += got.DwellMs
+			row(id).DwellCount += got.DwellCount
+		}
+		for id, want := range products {
+			if got := gotProducts[id]; got == nil || *got != *want {
+				t.Errorf("product %s's %s buckets add up to %+v, want %+v", id, r, got, *want)
+			}
+		}
+	}
+	if days := scanKeys(t, p.rdb, p.gen.Prefix()+"uu:d:*"); len(users) > 0 {
+		if n, err := p.rdb.PFCount(ctx, days...).Result(); err != nil || n != int64(len(users)) {
+			t.Errorf("unique users over the day buckets = %d, %v; want %d", n, err, len(users))
+		}
+	}
+}
+
+// scanKeys lists the keys matching pattern (a test may scan; the services never do).
+func scanKeys(t *testing.T, rdb *redis.Client, pattern string) []string {
+	t.Helper()
+	var keys []string
+	iter := rdb.Scan(context.Background(), 0, pattern, 1000).Iterator()
+	for iter.Next(context.Background()) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("SCAN %s: %v", pattern, err)
+	}
+	return keys
 }

@@ -37,7 +37,7 @@ func TestApplyTwiceCountsOnce(t *testing.T) {
 			t.Fatalf("read %d entries, want 501", len(batch))
 		}
 
-		a := NewApplier(p.rdb, p.keys, p.gen, "c1")
+		a := NewApplier(p.rdb, p.keys, p.gen, "c1", events.DefaultRetention)
 		applied, skipped, err := a.Apply(ctx, batch)
 		if err != nil || applied != 500 || skipped != 0 {
 			t.Fatalf("first Apply = %d applied, %d skipped, %v; want 500, 0, nil", applied, skipped, err)
@@ -52,7 +52,7 @@ func TestApplyTwiceCountsOnce(t *testing.T) {
 			t.Errorf("second Apply = %d applied, %d skipped, %v; want 0, %d, nil", applied, skipped, err, len(batch))
 		}
 		// Another consumer's Applier (a claimed copy) adds nothing either.
-		applied, skipped, err = NewApplier(p.rdb, p.keys, p.gen, "c2").Apply(ctx, batch)
+		applied, skipped, err = NewApplier(p.rdb, p.keys, p.gen, "c2", events.DefaultRetention).Apply(ctx, batch)
 		if err != nil || applied != 0 || skipped != int64(len(batch)) {
 			t.Errorf("Apply by another consumer = %d applied, %d skipped, %v; want 0, %d, nil", applied, skipped, err, len(batch))
 		}
@@ -66,7 +66,7 @@ func TestApplyTwiceCountsOnce(t *testing.T) {
 		p.createGroup(t)
 		p.xadd(t, evs)
 		batch := toEntries(p.readGroup(t, "c1", 1000))
-		a := NewApplier(p.rdb, p.keys, p.gen, "c1")
+		a := NewApplier(p.rdb, p.keys, p.gen, "c1", events.DefaultRetention)
 		// Every third entry was applied already, e.g. by a consumer that claimed them.
 		var some []Entry
 		for i := 0; i < len(batch); i += 3 {
@@ -114,8 +114,8 @@ func TestClaimedEntriesCountOnce(t *testing.T) {
 				t.Fatalf("XCLAIM by B: %d entries, %v; want %d", len(claimed), err, len(msgs))
 			}
 			batchA, batchB := toEntries(msgs), toEntries(claimed)
-			a := NewApplier(p.rdb, p.keys, p.gen, "A")
-			b := NewApplier(p.rdb, p.keys, p.gen, "B")
+			a := NewApplier(p.rdb, p.keys, p.gen, "A", events.DefaultRetention)
+			b := NewApplier(p.rdb, p.keys, p.gen, "B", events.DefaultRetention)
 
 			type result struct{ applied, skipped int64 }
 			var ra, rb result

@@ -261,7 +261,7 @@ func (b *rebuilder) run(ctx context.Context) error {
 		b.printf("rebuild: building generation %d from the checkpoint and the stream; generation %d stays current meanwhile", b.target.Number, cur)
 		st.seeded = false
 	}
-	b.applier = NewApplier(b.rdb, b.keys, b.target, rebuildConsumer)
+	b.applier = NewApplier(b.rdb, b.keys, b.target, rebuildConsumer, b.cfg.StatsRetention)
 
 	pctx, stopProgress := context.WithCancel(work)
 	progressDone := make(chan struct{})
@@ -399,28 +399,19 @@ func (b *rebuilder) seed(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create group %s: %w", b.target.Group(), err)
 	}
+	// Every key of the checkpoint, whatever its kind, is copied: its hashes, its
+	// rankings, its time buckets and their HyperLogLogs. COPY keeps a key's expiry, so a
+	// copied time bucket expires when the live one does.
 	ck := b.keys.Checkpoint()
-	copied := 0
-	for _, p := range []struct{ from, to string }{
-		{ck.UserPrefix(), b.target.UserPrefix()},
-		{ck.ProductPrefix(), b.target.ProductPrefix()},
-	} {
-		n, err := b.scan(ctx, p.from+"*", func(ctx context.Context, keys []string) error {
-			pipe := b.rdb.Pipeline()
-			for _, k := range keys {
-				pipe.Do(ctx, "COPY", k, p.to+k[len(p.from):], "REPLACE")
-			}
-			_, err := pipe.Exec(ctx)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("copy the checkpoint: %w", err)
+	from, to := ck.Prefix(), b.target.Prefix()
+	copied, err := b.scan(ctx, ck.Pattern(), func(ctx context.Context, keys []string) error {
+		pipe := b.rdb.Pipeline()
+		for _, k := range keys {
+			pipe.Do(ctx, "COPY", k, to+k[len(from):], "REPLACE")
 		}
-		copied += n
-	}
-	tctx, cancel := b.rctx(ctx)
-	err = b.rdb.Do(tctx, "COPY", ck.TopProducts(), b.target.TopProducts(), "REPLACE").Err()
-	cancel()
+		_, err := pipe.Exec(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("copy the checkpoint: %w", err)
 	}

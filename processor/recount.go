@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/config"
 	"github.com/redis/go-redis/v9"
 )
@@ -26,6 +28,7 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 	to := fs.String("to", "", "end of the window, exclusive: an RFC 3339 time or a stream id (default: the newest entry, included)")
 	user := fs.String("user", "", "also show this user's totals")
 	product := fs.String("product", "", "also show this product's totals")
+	interval := fs.String("interval", "", "also print totals per minute, hour or day bucket of event time (of the --user's or --product's events when given), as the statistics API reports them")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -55,6 +58,14 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 			return fmt.Errorf("recount: %s: %s", f.name, events.IDRule)
 		}
 	}
+	rc := recount{user: *user, product: *product}
+	if *interval != "" {
+		res, ok := events.ParseResolution(*interval)
+		if !ok {
+			return fmt.Errorf("recount: --interval: must be minute, hour or day")
+		}
+		rc.interval, rc.buckets = &res, map[int64]*bucketCount{}
+	}
 
 	r := config.NewReader(getenv)
 	cfg := readConfig(r)
@@ -67,7 +78,6 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
 
-	rc := recount{user: *user, product: *product}
 	began := time.Now()
 	if err := rc.count(ctx, rdb, keys.Stream(), start, end, cfg.RedisTimeout); err != nil {
 		return err
@@ -124,7 +134,18 @@ type recount struct {
 
 	entries, bad      int64
 	first, last       string
-	all, users, prods totals
+	all, users, prods aggregate.Totals
+
+	interval *events.Resolution     // --interval, when given
+	buckets  map[int64]*bucketCount // bucket start -> counts of the events the filters keep
+}
+
+// bucketCount is one bucket of `recount --interval`: its totals and its distinct users,
+// counted exactly.
+type bucketCount struct {
+	events int64
+	t      aggregate.Totals
+	users  map[string]bool
 }
 
 // recountChunk is how many entries one XRANGE returns.
@@ -148,12 +169,23 @@ func (rc *recount) count(ctx context.Context, rdb *redis.Client, stream, start, 
 				rc.bad++
 				continue
 			}
-			rc.all.add(&e.Event)
+			rc.all.Add(&e.Event)
 			if rc.user != "" && e.Event.UserID == rc.user {
-				rc.users.add(&e.Event)
+				rc.users.Add(&e.Event)
 			}
 			if rc.product != "" && e.Event.ProductID == rc.product {
-				rc.prods.add(&e.Event)
+				rc.prods.Add(&e.Event)
+			}
+			if rc.interval != nil && (rc.user == "" || e.Event.UserID == rc.user) && (rc.product == "" || e.Event.ProductID == rc.product) {
+				start := rc.interval.Start(e.Event.Time(e.ID))
+				b := rc.buckets[start]
+				if b == nil {
+					b = &bucketCount{users: map[string]bool{}}
+					rc.buckets[start] = b
+				}
+				b.events++
+				b.t.Add(&e.Event)
+				b.users[e.Event.UserID] = true
 			}
 		}
 		if len(msgs) < recountChunk {
@@ -181,7 +213,7 @@ func (rc *recount) print(w io.Writer, keys events.Keys, start, end string, took 
 		name = max(name, len(id))
 	}
 	fmt.Fprintf(w, "%-*s %10s %10s %10s %10s %14s\n", name, "", "events", "clicks", "page_views", "dwells", "dwell_ms")
-	row := func(label string, t totals) {
+	row := func(label string, t aggregate.Totals) {
 		fmt.Fprintf(w, "%-*s %10d %10d %10d %10d %14d\n", name, label, t.Clicks+t.PageViews+t.DwellCount, t.Clicks, t.PageViews, t.DwellCount, t.DwellMs)
 	}
 	row("all", rc.all)
@@ -190,6 +222,30 @@ func (rc *recount) print(w io.Writer, keys events.Keys, start, end string, took 
 	}
 	if rc.product != "" {
 		row("product "+rc.product, rc.prods)
+	}
+	if rc.interval == nil {
+		return nil
+	}
+	of := "all events"
+	switch {
+	case rc.user != "" && rc.product != "":
+		of = "the events of user " + rc.user + " and product " + rc.product
+	case rc.user != "":
+		of = "the events of user " + rc.user
+	case rc.product != "":
+		of = "the events of product " + rc.product
+	}
+	fmt.Fprintf(w, "per %s of event time (UTC), %s in the window; users are counted exactly\n", rc.interval, of)
+	fmt.Fprintf(w, "%-20s %10s %10s %10s %10s %14s %10s\n", "bucket", "events", "clicks", "page_views", "dwells", "dwell_ms", "users")
+	starts := make([]int64, 0, len(rc.buckets))
+	for s := range rc.buckets {
+		starts = append(starts, s)
+	}
+	slices.Sort(starts)
+	for _, s := range starts {
+		b := rc.buckets[s]
+		fmt.Fprintf(w, "%-20s %10d %10d %10d %10d %14d %10d\n", time.UnixMilli(s).UTC().Format(time.RFC3339),
+			b.events, b.t.Clicks, b.t.PageViews, b.t.DwellCount, b.t.DwellMs, len(b.users))
 	}
 	return nil
 }

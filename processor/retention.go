@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -19,7 +20,7 @@ var foldSource string
 
 // foldScript folds a batch of old entries into the checkpoint and trims them; see
 // fold.lua for why both happen in one step and when it refuses.
-var foldScript = redis.NewScript(foldSource)
+var foldScript = aggregate.NewScript(foldSource)
 
 // Retention keeps the stream bounded (STREAM_RETENTION) without losing the ability
 // to rebuild: every processor runs one, and the one that holds the retention lock
@@ -123,17 +124,17 @@ func (r *Retention) foldBatch(ctx context.Context, cutoff string) (folded, trimm
 	if err != nil || len(msgs) == 0 {
 		return 0, 0, false, err
 	}
-	ck := r.keys.Checkpoint()
-	t := newTally(ck)
+	inc := aggregate.NewIncrements(r.keys.Checkpoint(), r.cfg.StatsRetention)
+	inc.Reset(time.Now().UnixMilli())
 	for _, e := range decodeMessages(msgs) {
 		if e.Bad == nil {
-			t.add(&e.Event)
+			inc.Add(&e.Event, e.Event.Time(e.ID))
 		}
 	}
 	last := msgs[len(msgs)-1].ID
-	keys := append([]string{r.keys.Stream(), r.keys.CheckpointInfo(), ck.TopProducts()}, t.keys...)
+	keys := append([]string{r.keys.Stream(), r.keys.CheckpointInfo()}, inc.Keys()...)
 	argv := []any{events.CheckpointFieldPosition, events.CheckpointFieldEntries, pos, last, events.NextID(last), len(msgs)}
-	argv = t.appendArgs(argv, 4)
+	argv = inc.AppendArgs(argv, 3)
 	n, err := foldScript.Run(ctx, r.rdb, keys, argv...).Int64()
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("fold %s..%s: %w", msgs[0].ID, last, err)

@@ -104,7 +104,7 @@ func TestRetentionKeepsUnackedEntries(t *testing.T) {
 
 	p.createGroup(t)
 	p.xadd(t, a)
-	if _, _, err := NewApplier(p.rdb, p.keys, p.gen, "early").Apply(ctx, toEntries(p.readGroup(t, "early", 1000))); err != nil {
+	if _, _, err := NewApplier(p.rdb, p.keys, p.gen, "early", events.DefaultRetention).Apply(ctx, toEntries(p.readGroup(t, "early", 1000))); err != nil {
 		t.Fatal(err)
 	}
 	bIDs := p.xadd(t, b)
@@ -121,7 +121,7 @@ func TestRetentionKeepsUnackedEntries(t *testing.T) {
 
 	// A retention pass that finds every entry old enough folds a, and stops at b.
 	ret := &Retention{rdb: p.rdb, keys: p.keys, holder: "test", logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		cfg: Config{Batch: 100, RedisTimeout: 5 * time.Second, Retention: time.Minute}}
+		cfg: Config{Batch: 100, RedisTimeout: 5 * time.Second, Retention: time.Minute, StatsRetention: events.DefaultRetention}}
 	retLock := &lock{rdb: p.rdb, key: p.keys.RetentionLock(), holder: "test", ttl: 10 * time.Second}
 	folded, trimmed, err := ret.pass(ctx, retLock, time.Now().Add(time.Hour))
 	if err != nil || folded != int64(len(a)) || trimmed != int64(len(a)) {
@@ -174,8 +174,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("gave up waiting for %s", what)
 }
 
-// snapshot returns every aggregate of a generation, by key relative to the
-// generation's prefix: the hashes' fields, and the ranking's scores.
+// snapshot returns every aggregate of a generation (or of the checkpoint), by key
+// relative to its prefix: each key's contents as a map (a hash's fields, a sorted
+// set's members and scores). It reads every key the prefix matches, whatever its
+// type, so that a new kind of aggregate is compared too, or fails the test until
+// snapshot can read it.
 func snapshot(t *testing.T, rdb *redis.Client, gen events.GenKeys) map[string]map[string]string {
 	t.Helper()
 	ctx := context.Background()
@@ -184,11 +187,16 @@ func snapshot(t *testing.T, rdb *redis.Client, gen events.GenKeys) map[string]ma
 	iter := rdb.Scan(ctx, 0, gen.Pattern(), 1000).Iterator()
 	for iter.Next(ctx) {
 		key := iter.Val()
+		if key == gen.ClaimEpoch() {
+			continue // bookkeeping of claims, not a count
+		}
+		typ, err := rdb.Type(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
 		rel := strings.TrimPrefix(key, prefix)
-		switch {
-		case key == gen.ClaimEpoch():
-			continue
-		case key == gen.TopProducts():
+		switch typ {
+		case "zset":
 			zs, err := rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
 			if err != nil {
 				t.Fatal(err)
@@ -197,12 +205,26 @@ func snapshot(t *testing.T, rdb *redis.Client, gen events.GenKeys) map[string]ma
 			for _, z := range zs {
 				out[rel][z.Member.(string)] = strconv.FormatFloat(z.Score, 'f', -1, 64)
 			}
-		default:
+		case "hash":
 			h, err := rdb.HGetAll(ctx, key).Result()
 			if err != nil {
 				t.Fatal(err)
 			}
 			out[rel] = h
+		case "string": // a HyperLogLog of users: its count (exact for the small sets of tests)
+			n, err := rdb.PFCount(ctx, key).Result()
+			if err != nil {
+				t.Fatalf("snapshot: %s: %v", key, err)
+			}
+			out[rel] = map[string]string{"pfcount": strconv.FormatInt(n, 10)}
+		default:
+			t.Fatalf("snapshot: %s is a %s; teach snapshot to read it", key, typ)
+		}
+		// A time bucket expires at its own end plus its retention, wherever it was written.
+		if at, err := rdb.PExpireTime(ctx, key).Result(); err != nil {
+			t.Fatal(err)
+		} else if at > 0 {
+			out[rel]["(expires)"] = strconv.FormatInt(int64(at/time.Millisecond), 10)
 		}
 	}
 	if err := iter.Err(); err != nil {

@@ -33,6 +33,7 @@ type Config struct {
 	Retention        time.Duration       // STREAM_RETENTION: trim entries older than this; 0 keeps everything
 	LockTTL          time.Duration       // REBUILD_LOCK_TTL: a dead rebuild's lock expires after this
 	AllowEviction    bool                // ALLOW_EVICTION: run on a Redis that may evict keys
+	StatsRetention   events.Retention    // STATS_RETENTION_*: how long time buckets are kept
 	HTTP             config.HTTPTimeouts // HTTP_*_TIMEOUT: health and metrics endpoints
 }
 
@@ -51,6 +52,7 @@ func readConfig(r *config.Reader) Config {
 		Retention:        r.Duration("STREAM_RETENTION", 0, 0),
 		LockTTL:          r.Duration("REBUILD_LOCK_TTL", 5*time.Second, 500*time.Millisecond),
 		AllowEviction:    r.Bool("ALLOW_EVICTION", false),
+		StatsRetention:   r.StatsRetention(),
 	}
 	cfg.ClaimInterval = min(max(cfg.ClaimMinIdle/2, 10*time.Millisecond), 10*time.Second)
 	cfg.ReapInterval = min(max(cfg.ConsumerExpiry/4, time.Second), time.Minute)
@@ -69,8 +71,9 @@ func defaultConsumerName() string {
 const usage = `usage:
   processor                     run as a member of the current generation's consumer group
   processor rebuild [--cancel]  rebuild every count from the stream as a new generation
-  processor recount [--from T] [--to T] [--user ID] [--product ID]
-                                count a window of the stream (T: RFC 3339 time or stream id)`
+  processor recount [--from T] [--to T] [--user ID] [--product ID] [--interval minute|hour|day]
+                                count a window of the stream (T: RFC 3339 time or stream id),
+                                with --interval also per time bucket`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 1 {
@@ -110,7 +113,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"stream", keys.Stream(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
 		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention,
-		"allow_eviction", cfg.AllowEviction)
+		"allow_eviction", cfg.AllowEviction, "stats_retention", cfg.StatsRetention)
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
 		return err

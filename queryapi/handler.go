@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
@@ -23,15 +24,8 @@ type handler struct {
 	gens        *generations
 	timeout     time.Duration
 	redisErrors prometheus.Counter // failed round trips of the handlers that call Redis themselves
-}
-
-// Totals are one user's or product's counters. The JSON answer adds "user_id" or
-// "product_id" (see writeTotals).
-type Totals struct {
-	Clicks     int64
-	PageViews  int64
-	DwellMs    int64
-	DwellCount int64
+	retention   events.Retention   // STATS_RETENTION_*: which buckets still exist
+	now         func() time.Time
 }
 
 func (h *handler) ctx(c echo.Context) (context.Context, context.CancelFunc) {
@@ -58,7 +52,7 @@ func pathID(c echo.Context, field string) (string, error) {
 	return id, nil
 }
 
-func (h *handler) totals(c echo.Context, kind entity, id string) (Totals, error) {
+func (h *handler) totals(c echo.Context, kind entity, id string) (aggregate.Totals, error) {
 	ctx, cancel := h.ctx(c)
 	defer cancel()
 	return h.reader.Totals(ctx, kind, id)
@@ -66,7 +60,7 @@ func (h *handler) totals(c echo.Context, kind entity, id string) (Totals, error)
 
 // writeTotals encodes t by hand: it is the hottest answer, and ids are validated to a
 // JSON-safe alphabet, so no escaping is needed.
-func writeTotals(c echo.Context, idField, id string, t Totals) error {
+func writeTotals(c echo.Context, idField, id string, t aggregate.Totals) error {
 	b := make([]byte, 0, 128+len(id))
 	b = append(b, `{"`...)
 	b = append(b, idField...)
@@ -128,13 +122,9 @@ type ProductClicks struct {
 }
 
 func (h *handler) topProducts(c echo.Context) error {
-	limit := 10
-	if s := c.QueryParam("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 100 {
-			return server.BadRequest("limit: must be an integer from 1 to 100")
-		}
-		limit = n
+	limit, err := parseLimit(c)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()

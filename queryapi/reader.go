@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -50,7 +50,7 @@ func (r *readReq) key(gen events.GenKeys) string {
 }
 
 type readResult struct {
-	t   Totals
+	t   aggregate.Totals
 	err error
 }
 
@@ -69,18 +69,18 @@ var errReaderStopped = errors.New("reader stopped")
 
 // Totals returns the counters of one user or product in the current generation (zeros
 // for one never seen).
-func (r *totalsReader) Totals(ctx context.Context, kind entity, id string) (Totals, error) {
+func (r *totalsReader) Totals(ctx context.Context, kind entity, id string) (aggregate.Totals, error) {
 	req := &readReq{kind: kind, id: id, done: make(chan readResult, 1)}
 	select {
 	case r.queue <- req:
 	case <-ctx.Done():
-		return Totals{}, ctx.Err()
+		return aggregate.Totals{}, ctx.Err()
 	}
 	select {
 	case res := <-req.done:
 		return res.t, res.err
 	case <-ctx.Done():
-		return Totals{}, ctx.Err()
+		return aggregate.Totals{}, ctx.Err()
 	}
 }
 
@@ -123,7 +123,7 @@ func (r *totalsReader) loop(ctx context.Context) {
 				req.done <- readResult{err: reqErr}
 				continue
 			}
-			t := parseTotals(cmds[i].Val())
+			t := aggregate.ParseTotals(cmds[i].Val())
 			if req.kind == productEntity {
 				// A product's clicks live in the ranking only (see events.GenKeys.Product).
 				score, serr := scores[i].Result()
@@ -149,7 +149,7 @@ func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd, scores []*
 		ptr := pipe.Get(cctx, r.gens.keys.Generation())
 		cmds, scores = cmds[:0], scores[:0]
 		for _, req := range batch {
-			cmds = append(cmds, pipe.HMGet(cctx, req.key(gen), events.FieldClicks, events.FieldPageViews, events.FieldDwellMs, events.FieldDwellCount))
+			cmds = append(cmds, pipe.HMGet(cctx, req.key(gen), aggregate.Fields...))
 			var score *redis.FloatCmd
 			if req.kind == productEntity {
 				score = pipe.ZScore(cctx, gen.TopProducts(), req.id)
@@ -170,14 +170,4 @@ func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd, scores []*
 			return cmds, scores, errPointerMoving
 		}
 	}
-}
-
-func parseTotals(vals []any) Totals {
-	var t Totals
-	for i, dst := range []*int64{&t.Clicks, &t.PageViews, &t.DwellMs, &t.DwellCount} {
-		if s, ok := vals[i].(string); ok {
-			*dst, _ = strconv.ParseInt(s, 10, 64)
-		}
-	}
-	return t
 }

@@ -10,8 +10,13 @@ import (
 // here. server.GET answers HEAD too.
 func routes(e *echo.Echo, h *handler, auth echo.MiddlewareFunc) {
 	server.GET(e, "/v1/users/:id", h.user, auth)
-	server.GET(e, "/v1/products/top", h.topProducts, auth)
+	server.GET(e, "/v1/products/top", h.topProducts, auth) // the older route of /v1/top-products
 	server.GET(e, "/v1/products/:id", h.product, auth)
+	server.GET(e, "/v1/top-products", h.topProducts, auth)
+	server.GET(e, "/v1/stats/summary", h.summary, auth)
+	server.GET(e, "/v1/stats/timeseries", h.timeseries, auth)
+	server.GET(e, "/v1/stats/top-products", h.statsTopProducts, auth)
+	server.GET(e, "/v1/stats/active", h.active, auth)
 	server.GET(e, "/v1/pipeline", h.pipeline, auth)
 	server.GET(e, "/v1/rebuild", h.rebuild, auth)
 	server.GET(e, "/user/:id/clicks", h.userClicks, auth) // the original article's endpoint

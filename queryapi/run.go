@@ -20,6 +20,7 @@ type Config struct {
 	RedisTimeout  time.Duration       // REDIS_TIMEOUT
 	Keys          []string            // QUERY_KEYS: read keys; none leaves the API open
 	AllowEviction bool                // ALLOW_EVICTION: run on a Redis that may evict keys
+	Retention     events.Retention    // STATS_RETENTION_*: as the processor's
 	HTTP          config.HTTPTimeouts // HTTP_*_TIMEOUT
 }
 
@@ -30,6 +31,7 @@ func readConfig(r *config.Reader) Config {
 		RedisTimeout:  r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
 		Keys:          r.Keys("QUERY_KEYS"),
 		AllowEviction: r.Bool("ALLOW_EVICTION", false),
+		Retention:     r.StatsRetention(),
 		HTTP:          r.HTTPTimeouts(),
 	}
 }
@@ -51,7 +53,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	server.ServeDebug(debugAddr, logger)
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace,
-		"keys", len(cfg.Keys), "allow_eviction", cfg.AllowEviction)
+		"keys", len(cfg.Keys), "allow_eviction", cfg.AllowEviction, "stats_retention", cfg.Retention)
 	if len(cfg.Keys) == 0 {
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
@@ -77,6 +79,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	readErrors := redisErrors.WithLabelValues("read")
 	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout, redisErrors: readErrors,
+		retention: cfg.Retention, now: time.Now,
 		reader: newTotalsReader(rctx, rdb, gens, cfg.RedisTimeout, 4, readErrors)}
 	e := server.New(logger, eviction.Ready)
 	metrics.Instrument(e, reg, logger)

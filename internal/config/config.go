@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clickstream/pipeline/events"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -264,4 +265,19 @@ func (r *Reader) HTTPTimeouts() HTTPTimeouts {
 // and waiting for a pooled connection.
 func BoundRedis(opt *redis.Options, d time.Duration) {
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = d, d, d, d
+}
+
+// StatsRetention reads how long each resolution of statistics buckets is kept after
+// the bucket's end (STATS_RETENTION_MINUTE, _HOUR, _DAY, _PRODUCT_HOUR,
+// _PRODUCT_DAY). The processor expires buckets by it, and queryapi reports a bucket
+// past it as missing rather than as zero, so both must be given the same values.
+func (r *Reader) StatsRetention() events.Retention {
+	d := events.DefaultRetention
+	return events.Retention{
+		Minute:      r.Duration("STATS_RETENTION_MINUTE", d.Minute, time.Minute),
+		Hour:        r.Duration("STATS_RETENTION_HOUR", d.Hour, time.Hour),
+		Day:         r.Duration("STATS_RETENTION_DAY", d.Day, 24*time.Hour),
+		ProductHour: r.Duration("STATS_RETENTION_PRODUCT_HOUR", d.ProductHour, time.Hour),
+		ProductDay:  r.Duration("STATS_RETENTION_PRODUCT_DAY", d.ProductDay, 24*time.Hour),
+	}
 }

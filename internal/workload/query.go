@@ -169,7 +169,64 @@ func (q *Query) Check(ctx context.Context, exp *Expected, users, products []stri
 		return s, fmt.Errorf("%d of %d users' and products' counters differ from the 202 answers; the first ones:\n%s",
 			len(mismatches), len(users)+len(products), strings.Join(mismatches[:min(len(mismatches), 10)], "\n"))
 	}
-	return s, nil
+	return s, q.checkStats(ctx, exp, s.Sum)
+}
+
+// checkStats compares the statistics of the last 24 hours, which hold every event of a
+// run (its events carry no ts: their time is when ingest received them), with exp: the
+// summary's counters, the sums of the minute and the hour series, and the top products
+// exactly; the unique users within three standard errors of the HyperLogLog.
+func (q *Query) checkStats(ctx context.Context, exp *Expected, sum Counters) error {
+	var st struct {
+		Events      int64 `json:"events"`
+		Clicks      int64 `json:"clicks"`
+		PageViews   int64 `json:"page_views"`
+		DwellMs     int64 `json:"dwell_ms"`
+		DwellCount  int64 `json:"dwell_count"`
+		UniqueUsers int64 `json:"unique_users"`
+	}
+	if err := q.Get(ctx, "/v1/stats/summary?range=24h", &st); err != nil {
+		return err
+	}
+	want := sum.Clicks + sum.PageViews + sum.DwellCount
+	if st.Events != want || st.Clicks != sum.Clicks || st.PageViews != sum.PageViews || st.DwellMs != sum.DwellMs || st.DwellCount != sum.DwellCount {
+		return fmt.Errorf("stats of the last 24h: %+v, want %d events, %+v", st, want, sum)
+	}
+	users := exp.activeUsers()
+	if d := st.UniqueUsers - int64(users); d*d > int64(9*0.0081*0.0081*float64(users*users))+1 {
+		return fmt.Errorf("stats of the last 24h: %d unique users, want %d within 3 standard errors", st.UniqueUsers, users)
+	}
+	for _, iv := range []string{"minute", "hour"} {
+		var series struct {
+			Points [][2]*int64 `json:"points"`
+		}
+		if err := q.Get(ctx, "/v1/stats/timeseries?metric=events&interval="+iv+"&range=24h", &series); err != nil {
+			return err
+		}
+		var n int64
+		for _, p := range series.Points {
+			if p[1] != nil {
+				n += *p[1]
+			}
+		}
+		if n != want {
+			return fmt.Errorf("the %s series of the last 24h adds up to %d events, want %d", iv, n, want)
+		}
+	}
+	var top struct {
+		Products []Counters `json:"products"`
+	}
+	if err := q.Get(ctx, "/v1/stats/top-products?range=24h&limit=100", &top); err != nil {
+		return err
+	}
+	for _, p := range top.Products {
+		want := exp.Product(p.ProductID)
+		if p.Clicks != want.Clicks || p.PageViews != want.PageViews {
+			return fmt.Errorf("top products of the last 24h: %s has %d clicks and %d page views, want %d and %d",
+				p.ProductID, p.Clicks, p.PageViews, want.Clicks, want.PageViews)
+		}
+	}
+	return nil
 }
 
 // union returns a followed by the elements of b not in a.

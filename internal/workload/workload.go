@@ -198,6 +198,13 @@ func (e *Expected) Distinct() int {
 	return len(e.seen) + e.anonymous
 }
 
+// activeUsers is the number of users with at least one event.
+func (e *Expected) activeUsers() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.users)
+}
+
 // User and Product are the expected counters of one user or product, id included.
 func (e *Expected) User(id string) Counters {
 	e.mu.Lock()

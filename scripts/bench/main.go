@@ -4,6 +4,7 @@
 //
 //	go run ./scripts/bench            # full run, about three minutes
 //	go run ./scripts/bench -quick     # smaller counts and shorter windows, for a smoke test
+//	go run ./scripts/bench -only processor  # the processor's drain and rebuild alone, about a minute
 package main
 
 import (
@@ -30,6 +31,7 @@ type options struct {
 	peerWindow time.Duration
 	freshRate  int
 	quick      bool
+	only       string
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -45,8 +47,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.peerWindow, "peer-window", 10*time.Second, "measurement window of the watermill peer")
 	fs.IntVar(&o.freshRate, "fresh-rate", 50_000, "offered load (events/s) during the freshness measurement")
 	fs.BoolVar(&o.quick, "quick", false, "smaller counts and windows (smoke test; figures not comparable)")
+	fs.StringVar(&o.only, "only", "", "run only these measurements: processor (drain, worst case, rebuild; prints the table, writes no file)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	switch o.only {
+	case "":
+	case "processor":
+		o.out = ""
+	default:
+		return fmt.Errorf("-only %q: want processor", o.only)
 	}
 	if *serveKind != "" {
 		return serve(*serveKind, *addr, *redisURL)
@@ -59,5 +69,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer b.close()
+	if o.only == "processor" {
+		return b.processorOnly(ctx)
+	}
 	return b.all()
 }

@@ -91,26 +91,10 @@ func (b *bench) all() error {
 	b.add(fmt.Sprintf("Redis memory per stored event (%s events, no event_id)", num(float64(b.o.events))), fmt.Sprintf("%.1f B", perEvent), fmt.Sprintf("≤ %.0f B", targetBytesPerEv), pass(perEvent <= targetBytesPerEv))
 
 	// 3. Processor drain of the preload, then the watermill peer.
-	keys := events.NewKeys("drain")
-	if err := b.rdb.ConfigResetStat(ctx).Err(); err != nil {
+	drain, err := b.drain(ctx)
+	if err != nil {
 		return err
 	}
-	redisCPU0 := cpuTime(b.redis.Process.Pid)
-	t0 := time.Now()
-	procAddr := freeAddr()
-	if _, err := b.start("processor", []string{b.dir + "/processor"},
-		[]string{"REDIS_URL=" + b.url, "REDIS_NAMESPACE=drain", "PROCESSOR_ADDR=" + procAddr, "LOG_LEVEL=warn"}, ""); err != nil {
-		return err
-	}
-	if err := b.waitDrained(ctx, keys.Stream(), keys.Gen(1).Group(), 10*time.Minute); err != nil {
-		return err
-	}
-	drain := float64(b.o.events) / time.Since(t0).Seconds()
-	b.logf("processor drained %d events at %s events/s", b.o.events, num(drain))
-	if err := b.redisProfile(ctx, cpuTime(b.redis.Process.Pid)-redisCPU0, b.o.events); err != nil {
-		return err
-	}
-
 	worst, err := b.drainWorstCase(ctx)
 	if err != nil {
 		return err
@@ -131,10 +115,14 @@ func (b *bench) all() error {
 		peerDesc += fmt.Sprintf("%d consumer(s): %s/s; ", consumers, num(rate))
 		peer = max(peer, rate)
 	}
-	b.add(fmt.Sprintf("processor drain of %s preloaded events, 1 process", num(float64(b.o.events))), num(drain)+" events/s", "≥ "+num(targetProcessor), pass(drain >= targetProcessor))
-	b.add("processor drain, worst case: no user or product repeats within a batch", num(worst)+" events/s", "", "")
+	b.addDrain(drain, worst)
 	b.add("watermill Router + redisstream peer, per-message idempotent apply", strings.TrimSuffix(peerDesc, "; "), "", "")
 	b.add("processor / best watermill peer", fmt.Sprintf("%.1f ×", drain/peer), fmt.Sprintf("≥ %.0f ×", targetPeerRatio), pass(drain/peer >= targetPeerRatio))
+	day, err := b.dayModel(ctx)
+	if err != nil {
+		return err
+	}
+	b.add("processor with time buckets (day model) / best watermill peer", fmt.Sprintf("%.1f ×", day/peer), fmt.Sprintf("≥ %.0f ×", targetPeerRatio), pass(day/peer >= targetPeerRatio))
 
 	// 4. Freshness under a steady offered load, read through queryapi.
 	queryAddr := freeAddr()
@@ -166,25 +154,87 @@ func (b *bench) all() error {
 		fmt.Sprintf("%s req/s, p50 %s, p99 %s, %.2f × ceiling", num(qr.rps()), ms(qr.pct(0.5)), ms(qr.pct(0.99)), qr.rps()/ceiling.rps()),
 		fmt.Sprintf("≥ %.2f × ceiling", targetQueryRatio), pass(qr.rps()/ceiling.rps() >= targetQueryRatio))
 
+	if err := b.statsQueries(ctx); err != nil {
+		return err
+	}
 	if err := b.rebuild(ctx, b.o.events); err != nil {
 		return err
 	}
 	return b.report()
 }
 
-// rebuild measures `processor rebuild` on preloaded synthetic events: the replay into a
-// new generation, the switch and the removal of the old generation's keys.
-func (b *bench) rebuild(ctx context.Context, n int) error {
-	keys := events.NewKeys("rebuild")
+// processorOnly is `-only processor`: the measurements of the processor's apply path
+// alone (the drain, its worst case and the rebuild), on events written straight into
+// the stream, so that a change to the apply can be measured in a minute.
+func (b *bench) processorOnly(ctx context.Context) error {
+	b.logf("%d cores, redis %s; processor measurements only", cores(), b.version)
+	if err := b.preload(ctx, events.NewKeys("drain"), b.o.events, syntheticEvent); err != nil {
+		return err
+	}
+	drain, err := b.drain(ctx)
+	if err != nil {
+		return err
+	}
+	worst, err := b.drainWorstCase(ctx)
+	if err != nil {
+		return err
+	}
+	b.addDrain(drain, worst)
+	if _, err := b.dayModel(ctx); err != nil {
+		return err
+	}
+	if err := b.rebuild(ctx, b.o.events); err != nil {
+		return err
+	}
+	return b.report()
+}
+
+// drain measures how fast one processor drains the events preloaded into the drain
+// namespace, and where Redis spent its time meanwhile.
+func (b *bench) drain(ctx context.Context) (float64, error) {
+	keys := events.NewKeys("drain")
+	if err := b.rdb.ConfigResetStat(ctx).Err(); err != nil {
+		return 0, err
+	}
+	redisCPU0 := cpuTime(b.redis.Process.Pid)
+	t0 := time.Now()
+	if _, err := b.start("processor", []string{b.dir + "/processor"},
+		[]string{"REDIS_URL=" + b.url, "REDIS_NAMESPACE=drain", "PROCESSOR_ADDR=" + freeAddr(), "LOG_LEVEL=warn"}, ""); err != nil {
+		return 0, err
+	}
+	if err := b.waitDrained(ctx, keys.Stream(), keys.Gen(1).Group(), 10*time.Minute); err != nil {
+		return 0, err
+	}
+	rate := float64(b.o.events) / time.Since(t0).Seconds()
+	b.logf("processor drained %d events at %s events/s", b.o.events, num(rate))
+	return rate, b.redisProfile(ctx, "the drain", cpuTime(b.redis.Process.Pid)-redisCPU0, b.o.events)
+}
+
+func (b *bench) addDrain(drain, worst float64) {
+	b.add(fmt.Sprintf("processor drain of %s preloaded events, 1 process", num(float64(b.o.events))), num(drain)+" events/s", "≥ "+num(targetProcessor), pass(drain >= targetProcessor))
+	b.add("processor drain, worst case: no user or product repeats within a batch", num(worst)+" events/s", "", "")
+}
+
+// preload appends n events straight to the stream of keys, as ingest would store them.
+func (b *bench) preload(ctx context.Context, keys events.Keys, n int, event func(int) events.Event) error {
 	pipe := b.rdb.Pipeline()
 	for i := 0; i < n; i++ {
-		e := syntheticEvent(i)
+		e := event(i)
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: keys.Stream(), Values: e.AppendFields(nil)})
 		if pipe.Len() == 1000 || i == n-1 {
 			if _, err := pipe.Exec(ctx); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// rebuild measures `processor rebuild` on preloaded synthetic events: the replay into a
+// new generation, the switch and the removal of the old generation's keys.
+func (b *bench) rebuild(ctx context.Context, n int) error {
+	if err := b.preload(ctx, events.NewKeys("rebuild"), n, syntheticEvent); err != nil {
+		return err
 	}
 	cmd := exec.CommandContext(ctx, b.dir+"/processor", "rebuild")
 	cmd.Env = append(os.Environ(), "REDIS_URL="+b.url, "REDIS_NAMESPACE=rebuild", "LOG_LEVEL=warn")
@@ -201,13 +251,13 @@ func (b *bench) rebuild(ctx context.Context, n int) error {
 // redisProfile logs where Redis spent its time during a drain, per event: its CPU time
 // and the time INFO commandstats gives each command (the Lua apply includes the
 // commands it calls).
-func (b *bench) redisProfile(ctx context.Context, cpu time.Duration, n int) error {
+func (b *bench) redisProfile(ctx context.Context, what string, cpu time.Duration, n int) error {
 	info, err := b.rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
 		return err
 	}
-	line := fmt.Sprintf("redis during the drain: %.2f µs CPU per event;", float64(cpu.Microseconds())/float64(n))
-	for _, c := range []string{"xreadgroup", "evalsha", "xack", "hincrby", "zincrby"} {
+	line := fmt.Sprintf("redis during %s: %.2f µs CPU per event;", what, float64(cpu.Microseconds())/float64(n))
+	for _, c := range []string{"xreadgroup", "evalsha", "xack", "hincrby", "zincrby", "pfadd", "zadd", "zremrangebyscore", "pexpireat"} {
 		v := infoField(info, "cmdstat_"+c)
 		calls, usec := statField(v, "calls"), statField(v, "usec")
 		line += fmt.Sprintf(" %s %d calls %.2f µs/event;", c, calls, float64(usec)/float64(n))
@@ -231,15 +281,8 @@ func statField(line, name string) int64 {
 // fast one processor drains it.
 func (b *bench) drainWorstCase(ctx context.Context) (float64, error) {
 	keys := events.NewKeys("worst")
-	pipe := b.rdb.Pipeline()
-	for i := 0; i < b.o.events; i++ {
-		e := uniformEvent(i)
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: keys.Stream(), Values: e.AppendFields(nil)})
-		if pipe.Len() == 1000 || i == b.o.events-1 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				return 0, err
-			}
-		}
+	if err := b.preload(ctx, keys, b.o.events, uniformEvent); err != nil {
+		return 0, err
 	}
 	t0 := time.Now()
 	p, err := b.start("processor-worst", []string{b.dir + "/processor"},
