@@ -80,13 +80,14 @@ func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) 
 	// events are on their way to Redis by then, and the metrics must say what became of
 	// them. (net/http also reports a client that only shut down its sending side as gone,
 	// and that client still reads its answer.)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.cfg.RedisTimeout+250*time.Millisecond)
+	rctx := c.Request().Context()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(rctx), h.cfg.RedisTimeout+250*time.Millisecond)
 	defer cancel()
-	dups, err := h.w.Write(ctx, evs)
-	gone := c.Request().Context().Err() != nil
+	dups, err := h.w.Write(ctx, rctx.Done(), evs)
+	gone := rctx.Err() != nil
 	if err != nil {
 		if gone {
-			h.m.goneFailed.Inc()
+			h.m.goneUnconf.Inc()
 		}
 		return &server.Unavailable{Err: err}
 	}
@@ -96,7 +97,7 @@ func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) 
 	}
 	if gone {
 		h.m.goneWritten.Inc()
-		h.logger.Debug("client went away before its answer; its events were written",
+		h.logger.Debug("client closed its connection (or its sending half) before its answer; its events were written",
 			"accepted", len(evs)-dups, "duplicates", dups)
 	}
 	// Encoded by hand: this is the answer to every request.

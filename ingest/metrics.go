@@ -15,8 +15,8 @@ import (
 type ingestMetrics struct {
 	accepted, duplicates    prometheus.Counter     // ingest_events_total{result}
 	rejected                *prometheus.CounterVec // ingest_rejected_requests_total{reason}
-	goneWritten, goneFailed prometheus.Counter     // ingest_client_gone_requests_total{result}
-	lateWritten, lateFailed prometheus.Counter     // ingest_late_writes_total{result}
+	goneWritten, goneUnconf prometheus.Counter     // ingest_client_gone_requests_total{result}
+	lateWritten, lateUnconf prometheus.Counter     // ingest_late_writes_total{result}
 	flushEvents             prometheus.Histogram   // ingest_flush_events
 	writeErrors             prometheus.Counter     // redis_errors_total{op="write"}
 	checkErrors             prometheus.Counter     // redis_errors_total{op="backpressure"}
@@ -49,11 +49,11 @@ func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
 	}, []string{"result"})
 	gone := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ingest_client_gone_requests_total",
-		Help: "Requests whose client closed its connection while their events were being written, by outcome: written (in the stream) or failed.",
+		Help: "Requests whose client closed its connection (or its sending half) while their events were being written, by outcome: written (in the stream), or unconfirmed (Redis refused the write, or did not reply in time and may still have written it).",
 	}, []string{"result"})
 	late := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ingest_late_writes_total",
-		Help: "Requests answered 503 because Redis had not replied in time while it held their write, by what Redis then did: written (in the stream despite the 503) or failed.",
+		Help: "Requests answered 503 because Redis had not replied in time while it held their write, by what Redis then replied: written (in the stream despite the 503), or unconfirmed (an error or still no reply: it may have been written).",
 	}, []string{"result"})
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ingest_rejected_requests_total",
@@ -75,9 +75,9 @@ func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
 		duplicates:  results.WithLabelValues("duplicate"),
 		rejected:    rejected,
 		goneWritten: gone.WithLabelValues("written"),
-		goneFailed:  gone.WithLabelValues("failed"),
+		goneUnconf:  gone.WithLabelValues("unconfirmed"),
 		lateWritten: late.WithLabelValues("written"),
-		lateFailed:  late.WithLabelValues("failed"),
+		lateUnconf:  late.WithLabelValues("unconfirmed"),
 		flushEvents: flush,
 		writeErrors: redisErrors.WithLabelValues("write"),
 		checkErrors: redisErrors.WithLabelValues("backpressure"),

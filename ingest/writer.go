@@ -90,18 +90,26 @@ var errWriterStopped = errors.New("writer stopped")
 // whole, and the flusher counts its outcome when Redis replies.
 //
 // ctx bounds the wait and nothing else: it should not end when the client goes away,
-// or an answer would be decided by a client that is no longer listening.
-func (w *Writer) Write(ctx context.Context, evs []events.Event) (int, error) {
+// or the outcome would go unrecorded. gone (the request context's Done) closing only
+// notes in the debug log that the client left; the write and the wait go on.
+func (w *Writer) Write(ctx context.Context, gone <-chan struct{}, evs []events.Event) (int, error) {
 	req := &writeReq{events: evs, done: make(chan writeResult, 1)}
 	select {
 	case w.queue <- req:
 	case <-ctx.Done():
 		return 0, fmt.Errorf("write queue full, nothing written: %w", ctx.Err())
 	}
-	select {
-	case res := <-req.done:
-		return res.duplicates, res.err
-	case <-ctx.Done():
+wait:
+	for {
+		select {
+		case res := <-req.done:
+			return res.duplicates, res.err
+		case <-gone:
+			w.logger.Debug("client closed its connection (or its sending half) while its events were being written; waiting for the outcome", "events", len(evs))
+			gone = nil
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	if req.state.CompareAndSwap(reqQueued, reqDropped) {
 		return 0, fmt.Errorf("not sent to Redis in time (flushers busy), nothing written: %w", ctx.Err())
@@ -229,7 +237,7 @@ func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
 		// Orphaned: the client was answered 503 while Redis had the write. Count what Redis
 		// did, so that ingest_events_total matches the stream.
 		if res.err != nil {
-			w.m.lateFailed.Inc()
+			w.m.lateUnconf.Inc()
 			continue
 		}
 		w.m.lateWritten.Inc()
