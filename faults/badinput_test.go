@@ -189,7 +189,8 @@ func hostileRequests() []hostile {
 		{name: "NDJSON two objects on a line", ct: "application/x-ndjson", body: ok + ok + "\n", status: 400},
 		{name: "NDJSON lines split by CR only", ct: "application/x-ndjson", body: ok + "\r" + ok, status: 400},
 		{name: "NDJSON bad third line", ct: "application/x-ndjson", body: ok + "\n" + ok + "\n{\"user_id\":\n", status: 400},
-		{name: "gzip body", header: []string{"Content-Encoding", "gzip"}, body: gz.String(), status: 400},
+		{name: "gzip body", header: []string{"Content-Encoding", "gzip"}, body: gz.String(), status: 415},
+		{name: "plain body labelled br", header: []string{"Content-Encoding", "br"}, body: ok, status: 415},
 		{name: "UTF-16 body", ct: "application/json; charset=utf-16", body: utf16(ok), status: 400},
 
 		// Invalid UTF-8.

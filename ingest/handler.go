@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
+	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
@@ -17,11 +15,13 @@ import (
 )
 
 type handler struct {
-	w   *Writer
-	bp  *backpressure
-	m   *ingestMetrics
-	cfg Config
-	now func() time.Time
+	w        *Writer
+	bp       *backpressure
+	inflight *bodyLimit
+	m        *ingestMetrics
+	logger   *slog.Logger
+	cfg      Config
+	now      func() time.Time
 }
 
 // Accepted is the body of a 202: accepted events were written to the stream now,
@@ -58,11 +58,11 @@ func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) 
 	}
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
-	body, err := readBody(c.Request(), h.cfg.MaxBodyBytes, (*buf)[:0])
-	*buf = body
+	body, held, err := readBody(c.Request(), h.cfg.MaxBodyBytes, h.inflight, *buf)
 	if err != nil {
 		return err
 	}
+	defer h.inflight.release(held)
 	evs, err := events.DecodeRequest(body, format, h.cfg.MaxEvents, h.now())
 	if err != nil {
 		return decodeError(err, h.cfg.MaxEvents)
@@ -76,16 +76,29 @@ func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) 
 		}
 	}
 	// The deadline keeps a client from waiting on a Redis that does not answer: it gets a
-	// 503 with Retry-After instead.
-	ctx, cancel := context.WithTimeout(c.Request().Context(), h.cfg.RedisTimeout+250*time.Millisecond)
+	// 503 with Retry-After instead. The wait does not end when the client goes away: its
+	// events are on their way to Redis by then, and the metrics must say what became of
+	// them. (net/http also reports a client that only shut down its sending side as gone,
+	// and that client still reads its answer.)
+	rctx := c.Request().Context()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(rctx), h.cfg.RedisTimeout+250*time.Millisecond)
 	defer cancel()
-	dups, err := h.w.Write(ctx, evs)
+	dups, err := h.w.Write(ctx, rctx.Done(), evs)
+	gone := rctx.Err() != nil
 	if err != nil {
+		if gone {
+			h.m.goneUnconf.Inc()
+		}
 		return &server.Unavailable{Err: err}
 	}
 	h.m.accepted.Add(float64(len(evs) - dups))
 	if dups > 0 {
 		h.m.duplicates.Add(float64(dups))
+	}
+	if gone {
+		h.m.goneWritten.Inc()
+		h.logger.Debug("client closed its connection (or its sending half) before its answer; its events were written",
+			"accepted", len(evs)-dups, "duplicates", dups)
 	}
 	// Encoded by hand: this is the answer to every request.
 	b := make([]byte, 0, 48)
@@ -97,45 +110,12 @@ func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) 
 	return c.JSONBlob(http.StatusAccepted, b)
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
-
-// readBody reads the whole body into dst, up to max bytes.
-func readBody(r *http.Request, max int64, dst []byte) ([]byte, error) {
-	if r.ContentLength > max {
-		return dst, tooLarge(max)
-	}
-	lr := io.LimitReader(r.Body, max+1)
-	for {
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := lr.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if int64(len(dst)) > max {
-			return dst, tooLarge(max)
-		}
-		if err == io.EOF {
-			return dst, nil
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			// HTTP_READ_TIMEOUT passed: a client sending too slowly is cut off here.
-			return dst, &server.Status{Code: http.StatusRequestTimeout, Msg: "request body not received within HTTP_READ_TIMEOUT"}
-		}
-		if err != nil {
-			return dst, &server.Status{Code: http.StatusBadRequest, Msg: "reading request body: " + err.Error()}
-		}
-	}
-}
-
-// tooLarge is the error the server's error handler answers with 413 "request body
-// larger than max bytes", the type http.MaxBytesReader would return.
-func tooLarge(max int64) error {
-	return &http.MaxBytesError{Limit: max}
-}
-
-// requestFormat maps the Content-Type to a body format; anything else is a 415.
+// requestFormat maps the Content-Type to a body format; anything else is a 415, and so
+// is a Content-Encoding other than identity.
 func requestFormat(r *http.Request) (events.Format, error) {
+	if err := checkEncoding(r); err != nil {
+		return 0, err
+	}
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if err == nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -26,6 +27,9 @@ type Config struct {
 	Flushers     int           // WRITE_FLUSHERS: concurrent writes to Redis
 	FlushEvents  int           // FLUSH_MAX_EVENTS: events gathered into one write
 
+	MaxInflightBytes int64 // MAX_INFLIGHT_BYTES: bytes of request bodies held at once
+	MaxConnections   int   // MAX_CONNECTIONS: connections open at once
+
 	Keys                 []string            // INGEST_KEYS: write keys; none leaves the API open
 	MaxLag               int64               // MAX_LAG: refuse events while a group lags more; 0: never
 	MaxRedisMemory       float64             // MAX_REDIS_MEMORY: refuse events above this fraction of maxmemory
@@ -44,6 +48,9 @@ func readConfig(r *config.Reader) Config {
 		MaxEvents:    r.Int("MAX_EVENTS_PER_REQUEST", 1000, 1, 100_000),
 		Flushers:     r.Int("WRITE_FLUSHERS", 4, 1, 256),
 		FlushEvents:  r.Int("FLUSH_MAX_EVENTS", 4096, 1, 100_000),
+
+		MaxInflightBytes: int64(r.Int("MAX_INFLIGHT_BYTES", 64<<20, 64, 1<<40)),
+		MaxConnections:   r.Int("MAX_CONNECTIONS", 10_000, 1, 10_000_000),
 
 		Keys:                 r.Keys("INGEST_KEYS"),
 		MaxLag:               int64(r.Int("MAX_LAG", 10_000_000, 0, math.MaxInt)),
@@ -70,6 +77,10 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := r.Err(); err != nil {
 		return err
 	}
+	if cfg.MaxInflightBytes < cfg.MaxBodyBytes {
+		return fmt.Errorf("invalid configuration: MAX_INFLIGHT_BYTES=%d: must be at least MAX_BODY_BYTES (%d), or a body of that size could never be received",
+			cfg.MaxInflightBytes, cfg.MaxBodyBytes)
+	}
 	server.ServeDebug(debugAddr, logger)
 	// A write that timed out may still have happened; go-redis must not resend it on its
 	// own, or an event without event_id would be stored twice. The client retries instead.
@@ -79,6 +90,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	logger.Info("ingest starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"namespace", cfg.Namespace, "redis_timeout", cfg.RedisTimeout, "dedup_window", cfg.DedupWindow,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_events", cfg.MaxEvents, "flushers", cfg.Flushers,
+		"max_inflight_bytes", cfg.MaxInflightBytes, "max_connections", cfg.MaxConnections,
 		"keys", len(cfg.Keys), "max_lag", cfg.MaxLag, "max_redis_memory", cfg.MaxRedisMemory,
 		"backpressure_interval", cfg.BackpressureInterval, "allow_eviction", cfg.AllowEviction)
 	if len(cfg.Keys) == 0 {
@@ -102,6 +114,9 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 			return err
 		}
 	}
+	limited := server.NewLimitListener(ln, cfg.MaxConnections)
+	inflight := &bodyLimit{max: cfg.MaxInflightBytes}
+	m.watchLimits(limited, inflight)
 	// The writer outlives the HTTP server: requests in flight at shutdown still get
 	// their events written and their answer.
 	wctx, stopWriter := context.WithCancel(context.Background())
@@ -113,11 +128,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	bp := newBackpressure(rdb, keys, eviction, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
 	bp.refresh(ctx) // so that an ingest started behind does not accept a first burst
 	go bp.run(wctx, cfg.BackpressureInterval)
-	h := &handler{w: w, bp: bp, m: m, cfg: cfg, now: time.Now}
+	h := &handler{w: w, bp: bp, inflight: inflight, m: m, logger: logger, cfg: cfg, now: time.Now}
 	e := server.New(logger, ready(eviction, bp))
 	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("ingest", cfg.Keys))
-	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)
+	err := server.Serve(ctx, e, limited, logger, 10*time.Second, cfg.HTTP)
 	logger.Info("ingest stopped")
 	return err
 }

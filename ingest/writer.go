@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
@@ -36,8 +37,24 @@ type Writer struct {
 
 type writeReq struct {
 	events []events.Event
+	state  atomic.Int32
 	done   chan writeResult
 }
+
+// A request's states. The requester and the flusher each move it on with a
+// compare-and-swap, so exactly one of them decides what becomes of it: a request given up
+// while queued is never written, and the outcome of one given up while Redis has it is
+// accounted for by the flusher, so that the metrics say what Redis did.
+const (
+	reqQueued   int32 = iota // waiting for a flusher
+	reqSent                  // taken by a flusher: Redis may apply it whatever happens next
+	reqAnswered              // its result is on done
+	reqDropped               // given up while queued: never sent, never written
+	reqOrphaned              // given up while Redis had it: the flusher accounts for its outcome
+)
+
+// take moves a queued request into a flush; false means its requester has given up.
+func (r *writeReq) take() bool { return r.state.CompareAndSwap(reqQueued, reqSent) }
 
 type writeResult struct {
 	duplicates int
@@ -67,20 +84,41 @@ var errWriterStopped = errors.New("writer stopped")
 
 // Write appends evs to the stream and returns how many were skipped as duplicates.
 // A nil error means Redis holds every event that was not a duplicate. An error means
-// nothing is known: the client must retry (events with event_id are then written once).
-func (w *Writer) Write(ctx context.Context, evs []events.Event) (int, error) {
+// the client must retry (events with event_id are then written once): either nothing
+// was written (Redis refused, or ctx ended before the request was sent), or it is not
+// known, because Redis did not reply in time; in that case the write may still complete,
+// whole, and the flusher counts its outcome when Redis replies.
+//
+// ctx bounds the wait and nothing else: it should not end when the client goes away,
+// or the outcome would go unrecorded. gone (the request context's Done) closing only
+// notes in the debug log that the client left; the write and the wait go on.
+func (w *Writer) Write(ctx context.Context, gone <-chan struct{}, evs []events.Event) (int, error) {
 	req := &writeReq{events: evs, done: make(chan writeResult, 1)}
 	select {
 	case w.queue <- req:
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return 0, fmt.Errorf("write queue full, nothing written: %w", ctx.Err())
 	}
-	select {
-	case res := <-req.done:
-		return res.duplicates, res.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
+wait:
+	for {
+		select {
+		case res := <-req.done:
+			return res.duplicates, res.err
+		case <-gone:
+			w.logger.Debug("client closed its connection (or its sending half) while its events were being written; waiting for the outcome", "events", len(evs))
+			gone = nil
+		case <-ctx.Done():
+			break wait
+		}
 	}
+	if req.state.CompareAndSwap(reqQueued, reqDropped) {
+		return 0, fmt.Errorf("not sent to Redis in time (flushers busy), nothing written: %w", ctx.Err())
+	}
+	if req.state.CompareAndSwap(reqSent, reqOrphaned) {
+		return 0, fmt.Errorf("no reply from Redis in time; the write may still complete: %w", ctx.Err())
+	}
+	res := <-req.done // answered meanwhile
+	return res.duplicates, res.err
 }
 
 func (w *Writer) flusher(ctx context.Context) {
@@ -94,14 +132,19 @@ func (w *Writer) flusher(ctx context.Context) {
 			w.drainStopped()
 			return
 		}
+		if !first.take() {
+			continue
+		}
 		batch = append(batch[:0], first)
 		n := len(first.events)
 	gather:
 		for n < w.maxEvents {
 			select {
 			case r := <-w.queue:
-				batch = append(batch, r)
-				n += len(r.events)
+				if r.take() {
+					batch = append(batch, r)
+					n += len(r.events)
+				}
 			default:
 				break gather
 			}
@@ -117,7 +160,9 @@ func (w *Writer) drainStopped() {
 	for {
 		select {
 		case r := <-w.queue:
-			r.done <- writeResult{err: errWriterStopped}
+			if r.state.CompareAndSwap(reqQueued, reqAnswered) {
+				r.done <- writeResult{err: errWriterStopped}
+			}
 		default:
 			return
 		}
@@ -173,6 +218,7 @@ func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
 	if err != nil {
 		w.m.writeErrors.Inc() // before any answer: a client that got its 503 finds it counted
 	}
+	var late, lateEvents int
 	for i, r := range batch {
 		res := r.result(cmds[i])
 		if res.err == nil && cmds[i].Val() == nil {
@@ -184,10 +230,31 @@ func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
 				res.err = errors.New("no reply from Redis")
 			}
 		}
-		r.done <- res
+		if r.state.CompareAndSwap(reqSent, reqAnswered) {
+			r.done <- res
+			continue
+		}
+		// Orphaned: the client was answered 503 while Redis had the write. Count what Redis
+		// did, so that ingest_events_total matches the stream.
+		if res.err != nil {
+			w.m.lateUnconf.Inc()
+			continue
+		}
+		w.m.lateWritten.Inc()
+		w.m.accepted.Add(float64(len(r.events) - res.duplicates))
+		if res.duplicates > 0 {
+			w.m.duplicates.Add(float64(res.duplicates))
+		}
+		late++
+		lateEvents += len(r.events)
 	}
 	if err != nil {
 		w.logger.Warn("write to stream failed", "stream", stream, "requests", len(batch), "err", err)
+	}
+	if late > 0 {
+		// Their clients were told to retry: events without event_id will be stored twice.
+		w.logger.Warn("requests answered 503 (Redis had not replied in time) were written after all",
+			"stream", stream, "requests", late, "events", lateEvents)
 	}
 	return cmds
 }

@@ -197,6 +197,9 @@ func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, logger *slog.Logg
 		IdleTimeout:       t.Idle,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	if l, ok := ln.(*LimitListener); ok {
+		srv.ConnState = l.ConnState // so that it can close idle connections to make room
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "addr", ln.Addr().String(), "read_header_timeout", t.ReadHeader,
