@@ -24,19 +24,39 @@ type handler struct {
 	now      func() time.Time
 }
 
-// Accepted is the body of a 202: accepted events were written to the stream now,
-// duplicates carried an event_id seen within the dedup window and were not.
+// Accepted is what the write step did, and the body of a 202: accepted events were
+// written to the stream now, duplicates carried an event_id seen within the dedup window
+// and were not.
 type Accepted struct {
 	Accepted   int `json:"accepted"`
 	Duplicates int `json:"duplicates"`
 }
 
+// A request is handled in four steps, each its own function, so that an endpoint is
+// a few lines that name them: read the body (bounded, counted against
+// MAX_INFLIGHT_BYTES), decode it (a function per API shape), write the events (answered
+// only once Redis holds them), answer.
+
+// postEvents is the pipeline's own API: one event, a JSON array or NDJSON.
 func (h *handler) postEvents(c echo.Context) error {
 	format, err := requestFormat(c.Request())
 	if err != nil {
 		return err
 	}
-	return h.ingest(c, format, false)
+	body, err := h.read(c)
+	if err != nil {
+		return err
+	}
+	defer body.close()
+	evs, err := h.decode(body.data, format)
+	if err != nil {
+		return err
+	}
+	res, err := h.write(c, evs)
+	if err != nil {
+		return err
+	}
+	return answerAccepted(c, res)
 }
 
 // postClick is the original article's endpoint: the same JSON, recorded as a click.
@@ -48,33 +68,69 @@ func (h *handler) postClick(c echo.Context) error {
 	if format != events.JSON {
 		return &server.Status{Code: http.StatusUnsupportedMediaType, Msg: "POST /click takes application/json; send NDJSON to /v1/events"}
 	}
-	return h.ingest(c, format, true)
-}
-
-func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) error {
-	// Refused before the body is read: shedding load should cost next to nothing.
-	if reason := h.bp.Reason(); reason != "" {
-		return &server.Status{Code: http.StatusServiceUnavailable, Msg: reason}
-	}
-	buf := bufPool.Get().(*[]byte)
-	defer bufPool.Put(buf)
-	body, held, err := readBody(c.Request(), h.cfg.MaxBodyBytes, h.inflight, *buf)
+	body, err := h.read(c)
 	if err != nil {
 		return err
 	}
-	defer h.inflight.release(held)
-	evs, err := events.DecodeRequest(body, format, h.cfg.MaxEvents, h.now())
+	defer body.close()
+	evs, err := h.decode(body.data, format)
 	if err != nil {
-		return decodeError(err, h.cfg.MaxEvents)
+		return err
 	}
-	if clicksOnly {
-		for i := range evs {
-			if evs[i].Type != events.Click {
-				return &server.Status{Code: http.StatusBadRequest, Index: &i,
-					Msg: "type: POST /click records clicks only; send other types to /v1/events"}
-			}
+	for i := range evs {
+		if evs[i].Type != events.Click {
+			return &server.Status{Code: http.StatusBadRequest, Index: &i,
+				Msg: "type: POST /click records clicks only; send other types to /v1/events"}
 		}
 	}
+	res, err := h.write(c, evs)
+	if err != nil {
+		return err
+	}
+	return answerAccepted(c, res)
+}
+
+// requestBody is a request's body, read whole, and what it holds of MAX_INFLIGHT_BYTES
+// until close.
+type requestBody struct {
+	data []byte
+	buf  *[]byte // from bufPool
+	held int64
+	lim  *bodyLimit
+}
+
+func (b *requestBody) close() {
+	b.lim.release(b.held)
+	bufPool.Put(b.buf)
+}
+
+// read is the first step: backpressure, then the body, up to MAX_BODY_BYTES.
+func (h *handler) read(c echo.Context) (*requestBody, error) {
+	// Refused before the body is read: shedding load should cost next to nothing.
+	if reason := h.bp.Reason(); reason != "" {
+		return nil, &server.Status{Code: http.StatusServiceUnavailable, Msg: reason}
+	}
+	buf := bufPool.Get().(*[]byte)
+	data, held, err := readBody(c.Request(), h.cfg.MaxBodyBytes, h.inflight, *buf)
+	if err != nil {
+		bufPool.Put(buf)
+		return nil, err
+	}
+	return &requestBody{data: data, buf: buf, held: held, lim: h.inflight}, nil
+}
+
+// decode is the second step for the pipeline's own API shapes.
+func (h *handler) decode(body []byte, format events.Format) ([]events.Event, error) {
+	evs, err := events.DecodeRequest(body, format, h.cfg.MaxEvents, h.now())
+	if err != nil {
+		return nil, decodeError(err, h.cfg.MaxEvents)
+	}
+	return evs, nil
+}
+
+// write is the third step: it returns once Redis holds every event, or with the error
+// the client gets (a 503).
+func (h *handler) write(c echo.Context, evs []events.Event) (Accepted, error) {
 	// The deadline keeps a client from waiting on a Redis that does not answer: it gets a
 	// 503 with Retry-After instead. The wait does not end when the client goes away: its
 	// events are on their way to Redis by then, and the metrics must say what became of
@@ -89,23 +145,29 @@ func (h *handler) ingest(c echo.Context, format events.Format, clicksOnly bool) 
 		if gone {
 			h.m.goneUnconf.Inc()
 		}
-		return &server.Unavailable{Err: err}
+		return Accepted{}, &server.Unavailable{Err: err}
 	}
-	h.m.accepted.Add(float64(len(evs) - dups))
+	res := Accepted{Accepted: len(evs) - dups, Duplicates: dups}
+	h.m.accepted.Add(float64(res.Accepted))
 	if dups > 0 {
 		h.m.duplicates.Add(float64(dups))
 	}
 	if gone {
 		h.m.goneWritten.Inc()
 		h.logger.Debug("client closed its connection (or its sending half) before its answer; its events were written",
-			"accepted", len(evs)-dups, "duplicates", dups)
+			"accepted", res.Accepted, "duplicates", dups)
 	}
-	// Encoded by hand: this is the answer to every request.
+	return res, nil
+}
+
+// answerAccepted is the last step of the pipeline's own API: 202 with the counts.
+// Encoded by hand: this is the answer to every request.
+func answerAccepted(c echo.Context, res Accepted) error {
 	b := make([]byte, 0, 48)
 	b = append(b, `{"accepted":`...)
-	b = strconv.AppendInt(b, int64(len(evs)-dups), 10)
+	b = strconv.AppendInt(b, int64(res.Accepted), 10)
 	b = append(b, `,"duplicates":`...)
-	b = strconv.AppendInt(b, int64(dups), 10)
+	b = strconv.AppendInt(b, int64(res.Duplicates), 10)
 	b = append(b, '}')
 	return c.JSONBlob(http.StatusAccepted, b)
 }
