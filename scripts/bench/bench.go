@@ -200,16 +200,20 @@ const (
 	drawN    = 1 << 20
 )
 
-var zipfUsers, zipfProducts = func() ([]int32, []int32) {
-	r := rand.New(rand.NewSource(1))
-	zu := rand.NewZipf(r, 1.1, 1, users-1)
-	zp := rand.NewZipf(r, 1.1, 1, products-1)
+var zipfUsers, zipfProducts = zipfDraws(1, users, products)
+
+// zipfDraws draws drawN users and products from Zipf distributions (s = 1.1) over
+// users and products ids, from seed.
+func zipfDraws(seed int64, users, products int) ([]int32, []int32) {
+	r := rand.New(rand.NewSource(seed))
+	zu := rand.NewZipf(r, 1.1, 1, uint64(users-1))
+	zp := rand.NewZipf(r, 1.1, 1, uint64(products-1))
 	u, p := make([]int32, drawN), make([]int32, drawN)
 	for i := range u {
 		u[i], p[i] = int32(zu.Uint64()), int32(zp.Uint64())
 	}
 	return u, p
-}()
+}
 
 func userID(i int) string    { return fmt.Sprintf("u%06d", i) }
 func productID(i int) string { return fmt.Sprintf("p%05d", i) }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/rand"
 	"net/http"
 	"os"
 	"strings"
@@ -28,16 +27,7 @@ const (
 	dayProducts = 1_000
 )
 
-var dayUsersDraw, dayProductsDraw = func() ([]int32, []int32) {
-	r := rand.New(rand.NewSource(2))
-	zu := rand.NewZipf(r, 1.1, 1, dayUsers-1)
-	zp := rand.NewZipf(r, 1.1, 1, dayProducts-1)
-	u, p := make([]int32, drawN), make([]int32, drawN)
-	for i := range u {
-		u[i], p[i] = int32(zu.Uint64()), int32(zp.Uint64())
-	}
-	return u, p
-}()
+var dayUsersDraw, dayProductsDraw = zipfDraws(2, dayUsers, dayProducts)
 
 // dayEvents returns the i-th of n events spread evenly over the 24 hours before end.
 func dayEvents(n int, end time.Time) func(int) events.Event {
@@ -63,17 +53,10 @@ func (b *bench) dayModel(ctx context.Context) (float64, error) {
 		return 0, err
 	}
 	redisCPU0 := cpuTime(b.redis.Process.Pid)
-	t0 := time.Now()
-	p, err := b.start("processor-day", []string{b.dir + "/processor"},
-		[]string{"REDIS_URL=" + b.url, "REDIS_NAMESPACE=day", "PROCESSOR_ADDR=" + freeAddr(), "LOG_LEVEL=warn"}, "")
+	rate, err := b.drainOnce(ctx, "day")
 	if err != nil {
 		return 0, err
 	}
-	defer stopProc(p)
-	if err := b.waitDrained(ctx, keys.Stream(), keys.Gen(1).Group(), 10*time.Minute); err != nil {
-		return 0, err
-	}
-	rate := float64(b.o.events) / time.Since(t0).Seconds()
 	b.logf("processor drained a day of %d events (with time buckets) at %s events/s", b.o.events, num(rate))
 	cpu := cpuTime(b.redis.Process.Pid) - redisCPU0
 	if err := b.redisProfile(ctx, "the day model's drain", cpu, b.o.events); err != nil {
