@@ -39,12 +39,14 @@ type Increments struct {
 
 	buckets  map[events.Bucket]int32 // global bucket -> index into bsums
 	bsums    []bucketSum
-	seen     map[bucketUser]struct{} // users already in a bucket's users
 	pbuckets map[events.Bucket]int32 // product bucket -> index into rsums
 	rsums    []rankSum               // per-product buckets
-	pstats   map[bucketProduct]int32 // -> index into psums
+	pstats   map[uint64]int32        // rsums index << 32 | product's sums index -> index into psums
 	psums    []productSum
-	active   map[string]int64 // user -> latest event time in the batch, if within the hour
+
+	// The bucket of the previous event per resolution (an index into bsums, rsums; -1
+	// when none): in a stream in time order, the next event's bucket nearly always.
+	lastGlobal, lastRank [len(events.Resolutions)]int32
 }
 
 // The keys every batch names first, at fixed positions.
@@ -62,6 +64,12 @@ type sum struct {
 	Totals
 	key     int32 // index in keys of its hash
 	product bool  // the hash is a product's: its clicks go to the ranking
+	// For a user: the global bucket (index into bsums) per resolution whose users it was
+	// last added to. For a product: its productSum (index into psums) per resolution of
+	// its latest event. -1 when none. Both spare a map lookup per event and resolution.
+	last [len(events.Resolutions)]int32
+	// seen is a user's latest event time within ActiveWindow (0: none).
+	seen int64
 }
 
 type bucketSum struct {
@@ -69,7 +77,7 @@ type bucketSum struct {
 	statsKey, uniqKey int32
 	events            int64
 	t                 Totals
-	users             []string // distinct within the batch
+	users             []string // added once per run of events in the bucket; PFADD ignores repeats
 	expireAt          int64
 }
 
@@ -82,18 +90,9 @@ type rankSum struct {
 
 type productSum struct {
 	product  string
+	rank     int32 // index into rsums
 	statsKey int32 // -1 until the product has a dwell in the bucket
 	t        Totals
-}
-
-type bucketUser struct {
-	bucket int32
-	user   string
-}
-
-type bucketProduct struct {
-	bucket  int32
-	product string
 }
 
 // NewIncrements returns empty increments of the namespace ns, whose time buckets are
@@ -101,9 +100,7 @@ type bucketProduct struct {
 func NewIncrements(ns events.GenKeys, keep events.Retention) *Increments {
 	in := &Increments{ns: ns, keep: keep,
 		users: map[string]int32{}, products: map[string]int32{},
-		buckets: map[events.Bucket]int32{}, seen: map[bucketUser]struct{}{},
-		pbuckets: map[events.Bucket]int32{}, pstats: map[bucketProduct]int32{},
-		active: map[string]int64{}}
+		buckets: map[events.Bucket]int32{}, pbuckets: map[events.Bucket]int32{}, pstats: map[uint64]int32{}}
 	in.Reset(0)
 	return in
 }
@@ -115,10 +112,8 @@ func (in *Increments) Reset(now int64) {
 	clear(in.users)
 	clear(in.products)
 	clear(in.buckets)
-	clear(in.seen)
 	clear(in.pbuckets)
 	clear(in.pstats)
-	clear(in.active)
 	in.sums = in.sums[:0]
 	for i := range in.bsums {
 		in.bsums[i].users = in.bsums[i].users[:0]
@@ -129,27 +124,30 @@ func (in *Increments) Reset(now int64) {
 	}
 	in.rsums = in.rsums[:0]
 	in.psums = in.psums[:0]
+	for r := range in.lastGlobal {
+		in.lastGlobal[r], in.lastRank[r] = -1, -1
+	}
 	in.keys = append(in.keys[:0], in.ns.TopProducts(), in.ns.Active())
 }
 
 // Add adds the increments of one event whose time (events.Event.Time) is at.
 func (in *Increments) Add(e *events.Event, at int64) {
-	in.sums[in.slot(in.users, e.UserID, false)].Add(e)
-	in.sums[in.slot(in.products, e.ProductID, true)].Add(e)
-	for _, r := range events.Resolutions {
-		b := events.Bucket{Res: r, Start: r.Start(at)}
-		if keep := in.keep.Global(r); events.Live(b, keep, in.now) {
-			in.addGlobal(b, keep, e)
+	u := in.slot(in.users, e.UserID, false)
+	p := in.slot(in.products, e.ProductID, true)
+	in.sums[u].Add(e)
+	in.sums[p].Add(e)
+	for r, res := range events.Resolutions {
+		b := events.Bucket{Res: res, Start: res.Start(at)}
+		if keep := in.keep.Global(res); events.Live(b, keep, in.now) {
+			in.addGlobal(r, b, keep, e, u)
 		}
-		if keep := in.keep.Product(r); events.Live(b, keep, in.now) {
-			in.addProduct(b, keep, e)
+		if keep := in.keep.Product(res); events.Live(b, keep, in.now) {
+			in.addProduct(r, b, keep, e, p)
 		}
 	}
 	if at > in.now-ActiveWindow.Milliseconds() {
 		at = min(at, in.now) // a clock ahead of ours does not keep a user active longer
-		if at > in.active[e.UserID] {
-			in.active[e.UserID] = at
-		}
+		in.sums[u].seen = max(in.sums[u].seen, at)
 	}
 }
 
@@ -171,62 +169,77 @@ func (in *Increments) slot(index map[string]int32, id string, product bool) int3
 	if product {
 		key = in.ns.Product(id)
 	}
-	in.sums = append(in.sums, sum{product: product, key: in.name(key)})
+	in.sums = append(in.sums, sum{product: product, key: in.name(key), last: [...]int32{-1, -1, -1}})
 	return i
 }
 
-func (in *Increments) addGlobal(b events.Bucket, keep time.Duration, e *events.Event) {
-	i, ok := in.buckets[b]
-	if !ok {
-		i = int32(len(in.bsums))
-		in.buckets[b] = i
-		if len(in.bsums) < cap(in.bsums) {
-			in.bsums = in.bsums[:i+1] // keeps the users slice's memory
-		} else {
-			in.bsums = append(in.bsums, bucketSum{})
+// addGlobal counts e, of user u, in the global bucket b of the r-th resolution.
+func (in *Increments) addGlobal(r int, b events.Bucket, keep time.Duration, e *events.Event, u int32) {
+	i := in.lastGlobal[r]
+	if i < 0 || in.bsums[i].bucket != b {
+		var ok bool
+		if i, ok = in.buckets[b]; !ok {
+			i = int32(len(in.bsums))
+			in.buckets[b] = i
+			if len(in.bsums) < cap(in.bsums) {
+				in.bsums = in.bsums[:i+1] // keeps the users slice's memory
+			} else {
+				in.bsums = append(in.bsums, bucketSum{})
+			}
+			in.bsums[i] = bucketSum{bucket: b, statsKey: in.name(in.ns.Stats(b)), uniqKey: in.name(in.ns.Uniques(b)),
+				users: in.bsums[i].users[:0], expireAt: events.ExpireAt(b, keep)}
 		}
-		in.bsums[i] = bucketSum{bucket: b, statsKey: in.name(in.ns.Stats(b)), uniqKey: in.name(in.ns.Uniques(b)),
-			users: in.bsums[i].users[:0], expireAt: events.ExpireAt(b, keep)}
+		in.lastGlobal[r] = i
 	}
 	s := &in.bsums[i]
 	s.events++
 	s.t.Add(e)
-	if _, ok := in.seen[bucketUser{i, e.UserID}]; !ok {
-		in.seen[bucketUser{i, e.UserID}] = struct{}{}
+	if in.sums[u].last[r] != i {
+		in.sums[u].last[r] = i
 		s.users = append(s.users, e.UserID)
 	}
 }
 
-func (in *Increments) addProduct(b events.Bucket, keep time.Duration, e *events.Event) {
-	i, ok := in.pbuckets[b]
-	if !ok {
-		i = int32(len(in.rsums))
-		in.pbuckets[b] = i
-		if len(in.rsums) < cap(in.rsums) {
-			in.rsums = in.rsums[:i+1]
-		} else {
-			in.rsums = append(in.rsums, rankSum{})
+// addProduct counts e, of product p, in the per-product bucket b of the r-th resolution.
+func (in *Increments) addProduct(r int, b events.Bucket, keep time.Duration, e *events.Event, p int32) {
+	i := in.lastRank[r]
+	if i < 0 || in.rsums[i].bucket != b {
+		var ok bool
+		if i, ok = in.pbuckets[b]; !ok {
+			i = int32(len(in.rsums))
+			in.pbuckets[b] = i
+			if len(in.rsums) < cap(in.rsums) {
+				in.rsums = in.rsums[:i+1]
+			} else {
+				in.rsums = append(in.rsums, rankSum{})
+			}
+			in.rsums[i] = rankSum{bucket: b, clicksKey: -1, viewsKey: -1, products: in.rsums[i].products[:0],
+				expireAt: events.ExpireAt(b, keep)}
 		}
-		in.rsums[i] = rankSum{bucket: b, clicksKey: -1, viewsKey: -1, products: in.rsums[i].products[:0],
-			expireAt: events.ExpireAt(b, keep)}
+		in.lastRank[r] = i
 	}
-	r := &in.rsums[i]
-	j, ok := in.pstats[bucketProduct{i, e.ProductID}]
-	if !ok {
-		j = int32(len(in.psums))
-		in.pstats[bucketProduct{i, e.ProductID}] = j
-		in.psums = append(in.psums, productSum{product: e.ProductID, statsKey: -1})
-		r.products = append(r.products, j)
+	rk := &in.rsums[i]
+	j := in.sums[p].last[r]
+	if j < 0 || in.psums[j].rank != i {
+		var ok bool
+		key := uint64(i)<<32 | uint64(p)
+		if j, ok = in.pstats[key]; !ok {
+			j = int32(len(in.psums))
+			in.pstats[key] = j
+			in.psums = append(in.psums, productSum{product: e.ProductID, rank: i, statsKey: -1})
+			rk.products = append(rk.products, j)
+		}
+		in.sums[p].last[r] = j
 	}
-	p := &in.psums[j]
-	p.t.Add(e)
+	ps := &in.psums[j]
+	ps.t.Add(e)
 	switch {
-	case e.Type == events.Click && r.clicksKey < 0:
-		r.clicksKey = in.name(in.ns.TopClicks(b))
-	case e.Type == events.PageView && r.viewsKey < 0:
-		r.viewsKey = in.name(in.ns.TopViews(b))
-	case e.Type == events.Dwell && p.statsKey < 0:
-		p.statsKey = in.name(in.ns.ProductStats(b, e.ProductID))
+	case e.Type == events.Click && rk.clicksKey < 0:
+		rk.clicksKey = in.name(in.ns.TopClicks(b))
+	case e.Type == events.PageView && rk.viewsKey < 0:
+		rk.viewsKey = in.name(in.ns.TopViews(b))
+	case e.Type == events.Dwell && ps.statsKey < 0:
+		ps.statsKey = in.name(in.ns.ProductStats(b, e.ProductID))
 	}
 }
 
@@ -386,8 +399,10 @@ func (in *Increments) AppendArgs(argv []any, firstKey int) []any {
 
 	w.open(opZaddGT)
 	w.begin(keyActive)
-	for u, at := range in.active {
-		w.item(at, u)
+	for id, u := range in.users {
+		if at := in.sums[u].seen; at != 0 {
+			w.item(at, id)
+		}
 	}
 	w.end()
 	w.close()
