@@ -26,7 +26,7 @@ import (
 // The state is refreshed by one goroutine every interval and read by requests from an
 // atomic: a request costs no Redis call for it.
 type backpressure struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	keys     events.Keys
 	eviction *server.Eviction // judges Redis's maxmemory-policy
 	stream   string
@@ -40,7 +40,7 @@ type backpressure struct {
 	unknown  map[string]bool        // groups whose lag Redis cannot tell, each logged once
 }
 
-func newBackpressure(rdb *redis.Client, keys events.Keys, eviction *server.Eviction, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
+func newBackpressure(rdb redis.UniversalClient, keys events.Keys, eviction *server.Eviction, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
 	return &backpressure{rdb: rdb, keys: keys, eviction: eviction, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
 		unknown: map[string]bool{}}
 }

@@ -62,7 +62,7 @@ func parseEntry(m any) (redis.XMessage, error) {
 // readBatch reads the claim epoch and then a batch, in one round trip. The epoch is read
 // first: a claim that happens after it makes the apply take the checked path, whatever
 // the read returns.
-func readBatch(ctx context.Context, rdb *redis.Client, gen events.GenKeys, args *redis.XReadGroupArgs) ([]redis.XMessage, string, error) {
+func readBatch(ctx context.Context, rdb redis.UniversalClient, gen events.GenKeys, args *redis.XReadGroupArgs) ([]redis.XMessage, string, error) {
 	pipe := rdb.Pipeline()
 	epoch := pipe.Get(ctx, gen.ClaimEpoch())
 	read := pipe.XReadGroup(ctx, args)

@@ -16,7 +16,7 @@ import (
 // Consumer is one member of the current generation's consumer group. It follows the
 // generation pointer: when a rebuild switches generations, it moves to the new group.
 type Consumer struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	keys     events.Keys
 	name     string
 	cfg      Config
@@ -46,7 +46,7 @@ type genBatch struct {
 }
 
 // NewConsumer returns a consumer named name in gen's group, measured by m.
-func NewConsumer(rdb *redis.Client, keys events.Keys, gen events.GenKeys, name string, cfg Config, dead *DeadLetters, m *consumerMetrics, logger *slog.Logger) *Consumer {
+func NewConsumer(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys, name string, cfg Config, dead *DeadLetters, m *consumerMetrics, logger *slog.Logger) *Consumer {
 	cfg.ApplyConcurrency = max(cfg.ApplyConcurrency, 1)
 	c := &Consumer{rdb: rdb, keys: keys, name: name, cfg: cfg, dead: dead, m: m, base: logger}
 	c.cur.Store(c.newGeneration(gen))

@@ -61,7 +61,7 @@ var errCancelRequested = errors.New("cancel requested")
 // rebuilder builds a new generation from the checkpoint and the stream and switches
 // to it. One runs at a time (the rebuild lock); its progress is in the state hash.
 type rebuilder struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	keys   events.Keys
 	cfg    Config
 	logger *slog.Logger
@@ -121,7 +121,7 @@ func newRebuilder(getenv func(string) string, stdout, stderr io.Writer) (*rebuil
 	ropt.ReadTimeout = cfg.RedisTimeout
 	ropt.WriteTimeout = cfg.RedisTimeout
 	ropt.DialTimeout = cfg.RedisTimeout
-	rdb := redis.NewClient(ropt)
+	rdb := redis.NewUniversalClient(ropt)
 	keys := events.NewKeys(cfg.Namespace)
 	b := &rebuilder{rdb: rdb, keys: keys, cfg: cfg, out: stdout, start: "0",
 		logger: logger.With("stream", keys.Stream()),

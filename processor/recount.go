@@ -74,7 +74,7 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	ropt.ReadTimeout = cfg.RedisTimeout
-	rdb := redis.NewClient(ropt)
+	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
 
@@ -151,7 +151,7 @@ type bucketCount struct {
 // recountChunk is how many entries one XRANGE returns.
 const recountChunk = 10_000
 
-func (rc *recount) count(ctx context.Context, rdb *redis.Client, stream, start, end string, timeout time.Duration) error {
+func (rc *recount) count(ctx context.Context, rdb redis.UniversalClient, stream, start, end string, timeout time.Duration) error {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		msgs, err := rdb.XRangeN(cctx, stream, start, end, recountChunk).Result()

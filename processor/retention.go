@@ -28,7 +28,7 @@ var foldScript = aggregate.NewScript(foldSource)
 // An entry that some consumer group has not acked is never trimmed, and neither is
 // anything after it.
 type Retention struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	keys   events.Keys
 	cfg    Config
 	holder string

@@ -107,7 +107,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger = logger.With("consumer", cfg.Consumer)
 	redis.SetLogger(server.RedisLog{Logger: logger})
-	rdb := redis.NewClient(ropt)
+	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),

@@ -18,7 +18,7 @@ import (
 )
 
 type handler struct {
-	rdb         *redis.Client
+	rdb         redis.UniversalClient
 	reader      *totalsReader
 	keys        events.Keys
 	gens        *generations

@@ -20,7 +20,7 @@ import (
 // The pipeline is a MULTI/EXEC that also reads the generation pointer, so that every
 // answer in it comes from the generation that was current (see generations).
 type totalsReader struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	gens    *generations
 	timeout time.Duration
 	queue   chan *readReq
@@ -57,7 +57,7 @@ type readResult struct {
 // maxReadBatch bounds one pipeline.
 const maxReadBatch = 256
 
-func newTotalsReader(ctx context.Context, rdb *redis.Client, gens *generations, timeout time.Duration, loops int, failures prometheus.Counter) *totalsReader {
+func newTotalsReader(ctx context.Context, rdb redis.UniversalClient, gens *generations, timeout time.Duration, loops int, failures prometheus.Counter) *totalsReader {
 	r := &totalsReader{rdb: rdb, gens: gens, timeout: timeout, queue: make(chan *readReq, 1024), errors: failures}
 	for i := 0; i < loops; i++ {
 		go r.loop(ctx)

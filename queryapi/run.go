@@ -58,7 +58,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
 	redis.SetLogger(server.RedisLog{Logger: logger})
-	rdb := redis.NewClient(ropt)
+	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
