@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -128,12 +129,9 @@ func (b *backpressure) check(ctx context.Context) (string, error) {
 	if b.maxLag > 0 {
 		// Only the current generation's group counts: a rebuild's group starts far behind
 		// by design, and other readers of the stream are not this pipeline's processors.
-		if err := gen.Err(); err != nil && !errors.Is(err, redis.Nil) {
-			return "", fmt.Errorf("GET %s: %w", b.keys.Generation(), err)
-		}
-		n, err := events.ParseGeneration(gen.Val())
+		n, err := generations.Current(gen)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("GET %s: %w", b.keys.Generation(), err)
 		}
 		s, groups, err := info.Result()
 		if err != nil {

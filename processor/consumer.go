@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/redis/go-redis/v9"
 )
@@ -74,7 +75,7 @@ func (c *Consumer) follow(stop <-chan struct{}, backoff *backoff) *generation {
 	g := c.cur.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	defer cancel()
-	paused, n, err := readPointer(ctx, c.rdb, c.keys)
+	paused, n, err := generations.ReadPointer(ctx, c.rdb, c.keys)
 	if err != nil {
 		c.m.readErrors.Inc()
 		g.logger.Warn("reading the generation pointer failed", "err", err)
@@ -90,7 +91,7 @@ func (c *Consumer) follow(stop <-chan struct{}, backoff *backoff) *generation {
 	}
 	// A rebuild switched generations: batches already read from the old group are still
 	// applied (and dropped if the old group is gone); new reads go to the new group.
-	gen, err := ensureGroup(ctx, c.rdb, c.keys)
+	gen, err := generations.EnsureGroup(ctx, c.rdb, c.keys)
 	if err != nil {
 		c.m.readErrors.Inc()
 		g.logger.Warn("joining the new generation failed", "generation", n, "err", err)
@@ -180,12 +181,12 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 			continue
 		}
 		if err != nil {
-			if isNoGroup(err) {
+			if generations.IsNoGroup(err) {
 				// Either a switch destroyed the group (the next pointer read moves to the new
 				// one) or the group is gone for another reason (the stream was deleted): the
 				// script recreates it only if the pointer still names this generation.
 				gctx, gcancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-				_, gerr := ensureGroup(gctx, c.rdb, c.keys)
+				_, gerr := generations.EnsureGroup(gctx, c.rdb, c.keys)
 				gcancel()
 				if gerr == nil {
 					continue
@@ -282,7 +283,7 @@ func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []E
 		if err == nil {
 			return
 		}
-		if isNoGroup(err) {
+		if generations.IsNoGroup(err) {
 			c.dropped.Add(int64(len(batch)))
 			g.logger.Info("batch dropped: its generation was replaced, and the new one has counted it",
 				"first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID, "entries", len(batch))
@@ -349,7 +350,7 @@ func (c *Consumer) Claim(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		g := c.cur.Load()
-		if at, err := c.claimOnce(stop, g); err != nil && !isNoGroup(err) { // NOGROUP: a switch; the read loop moves on
+		if at, err := c.claimOnce(stop, g); err != nil && !generations.IsNoGroup(err) { // NOGROUP: a switch; the read loop moves on
 			c.m.claimErrors.Inc()
 			g.logger.Warn("claim failed", "start_id", at, "err", err)
 		}
@@ -407,7 +408,7 @@ func (c *Consumer) Reap(stop <-chan struct{}) {
 		consumers, err := c.rdb.XInfoConsumers(ctx, c.keys.Stream(), g.keys.Group()).Result()
 		if err != nil {
 			cancel()
-			if !isNoGroup(err) {
+			if !generations.IsNoGroup(err) {
 				c.m.reapErrors.Inc()
 				g.logger.Warn("list consumers failed", "err", err)
 			}

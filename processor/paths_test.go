@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/clickstream/pipeline/internal/testlog"
 )
@@ -127,7 +128,7 @@ func TestEveryPathCountsTheSame(t *testing.T) {
 	// Retention folds the stream into the checkpoint, five entries at a time.
 	ret := &Retention{rdb: p.rdb, keys: p.keys, holder: "test", logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		cfg: Config{Batch: 5, RedisTimeout: 5 * time.Second, Retention: time.Minute, StatsRetention: events.DefaultRetention}}
-	retLock := &lock{rdb: p.rdb, key: p.keys.RetentionLock(), holder: "test", ttl: 10 * time.Second}
+	retLock := generations.NewLock(p.rdb, p.keys.RetentionLock(), "test", 10*time.Second)
 	if folded, _, err := ret.pass(ctx, retLock, time.Now().Add(time.Hour)); err != nil || folded != int64(len(pathEvents)+1) {
 		t.Fatalf("retention folded %d entries (%v), want %d", folded, err, len(pathEvents)+1)
 	}

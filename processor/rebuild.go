@@ -15,6 +15,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
 )
@@ -65,7 +66,7 @@ type rebuilder struct {
 	keys   events.Keys
 	cfg    Config
 	logger *slog.Logger
-	lock   *lock
+	lock   *generations.Lock
 
 	outMu sync.Mutex
 	out   io.Writer
@@ -125,7 +126,7 @@ func newRebuilder(getenv func(string) string, stdout, stderr io.Writer) (*rebuil
 	keys := events.NewKeys(cfg.Namespace)
 	b := &rebuilder{rdb: rdb, keys: keys, cfg: cfg, out: stdout, start: "0",
 		logger: logger.With("stream", keys.Stream()),
-		lock:   &lock{rdb: rdb, key: keys.RebuildLock(), holder: holderName(), ttl: cfg.LockTTL}}
+		lock:   generations.NewLock(rdb, keys.RebuildLock(), generations.HolderName(), cfg.LockTTL)}
 	return b, rdb.Close, nil
 }
 
@@ -141,12 +142,12 @@ func (b *rebuilder) rctx(ctx context.Context) (context.Context, context.CancelFu
 }
 
 // acquire takes the rebuild lock and keeps it until the returned context ends. The
-// context is cancelled (with errLockLost) if the lock is lost.
+// context is cancelled (with generations.ErrLost) if the lock is lost.
 func (b *rebuilder) acquire(ctx context.Context) (context.Context, func(), error) {
 	lctx, cancel := b.rctx(ctx)
-	holder, err := b.lock.acquire(lctx)
+	holder, err := b.lock.Acquire(lctx)
 	cancel()
-	if errors.Is(err, errLockHeld) {
+	if errors.Is(err, generations.ErrHeld) {
 		return nil, nil, fmt.Errorf("refused: another rebuild is running (lock %s held by %s); "+
 			"wait for it to finish, or stop it with `processor rebuild --cancel`", b.keys.RebuildLock(), holder)
 	}
@@ -155,12 +156,12 @@ func (b *rebuilder) acquire(ctx context.Context) (context.Context, func(), error
 	}
 	work, cancelWork := context.WithCancelCause(ctx)
 	b.cancelWork = cancelWork
-	go b.lock.keep(work, cancelWork)
+	go b.lock.Keep(work, cancelWork)
 	return work, func() {
 		cancelWork(nil)
 		rctx, cancel := b.rctx(context.Background())
 		defer cancel()
-		b.lock.release(rctx)
+		b.lock.Release(rctx)
 	}, nil
 }
 
@@ -278,7 +279,7 @@ func (b *rebuilder) run(ctx context.Context) error {
 	// Stopped before the switch (or the switch failed): record why, and lift the pause.
 	bg := context.Background()
 	cause := context.Cause(work)
-	if b.pausing.Load() && !errors.Is(cause, errLockLost) {
+	if b.pausing.Load() && !errors.Is(cause, generations.ErrLost) {
 		b.del(bg, b.keys.Pause())
 	}
 	switch {
@@ -287,7 +288,7 @@ func (b *rebuilder) run(ctx context.Context) error {
 			b.target.Number, b.from.Number, err)
 	case errors.Is(cause, errCancelRequested):
 		return b.discard(bg, b.target.Number, "cancelled on request")
-	case errors.Is(cause, errLockLost):
+	case errors.Is(cause, generations.ErrLost):
 		return fmt.Errorf("rebuild of generation %d stopped: %w", b.target.Number, cause)
 	case ctx.Err() != nil:
 		err = errors.New("interrupted; run `processor rebuild` again to resume, or `processor rebuild --cancel`")
@@ -320,7 +321,7 @@ func (b *rebuilder) build(ctx context.Context, seeded bool) error {
 	}
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := b.rctx(ctx)
-		err := b.rdb.Set(pctx, b.keys.Pause(), b.lock.holder, 2*b.cfg.LockTTL).Err()
+		err := b.rdb.Set(pctx, b.keys.Pause(), b.lock.Holder(), 2*b.cfg.LockTTL).Err()
 		cancel()
 		if err != nil {
 			return err
@@ -386,7 +387,7 @@ func (b *rebuilder) seed(ctx context.Context) error {
 	dctx, cancel := b.rctx(ctx)
 	err := b.rdb.XGroupDestroy(dctx, b.keys.Stream(), b.target.Group()).Err()
 	cancel()
-	if err != nil && !isNoGroup(err) && !isNoStream(err) {
+	if err != nil && !generations.IsNoGroup(err) && !generations.IsNoStream(err) {
 		return err
 	}
 	if _, err := b.unlinkAll(ctx, b.target.Pattern()); err != nil {
@@ -469,7 +470,7 @@ func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
 		switch {
 		case errors.Is(err, redis.Nil):
 		case err != nil:
-			if isNoGroup(err) || ctx.Err() != nil {
+			if generations.IsNoGroup(err) || ctx.Err() != nil {
 				return fmt.Errorf("read %s: %w", b.target.Group(), err)
 			}
 			b.logger.Warn("read failed; will retry", "group", b.target.Group(), "start_id", b.start, "err", err)
@@ -513,7 +514,7 @@ func (b *rebuilder) apply(ctx context.Context, batch []Entry) error {
 			b.replayed.Add(int64(len(batch)))
 			return nil
 		}
-		if isNoGroup(err) || ctx.Err() != nil {
+		if generations.IsNoGroup(err) || ctx.Err() != nil {
 			return err
 		}
 		b.logger.Warn("apply failed; will retry", "group", b.target.Group(),

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 )
 
 // cancel is `processor rebuild --cancel`: it deletes the generation an unfinished
@@ -15,9 +16,9 @@ import (
 func (b *rebuilder) cancel(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		lctx, cancel := b.rctx(ctx)
-		holder, err := b.lock.acquire(lctx)
+		holder, err := b.lock.Acquire(lctx)
 		cancel()
-		if errors.Is(err, errLockHeld) && attempt == 0 {
+		if errors.Is(err, generations.ErrHeld) && attempt == 0 {
 			if err := b.requestCancel(ctx, holder); err != nil {
 				return err
 			}
@@ -34,7 +35,7 @@ func (b *rebuilder) cancel(ctx context.Context) error {
 			}
 			continue // the holder died without acting on the request: cancel it here
 		}
-		if errors.Is(err, errLockHeld) {
+		if errors.Is(err, generations.ErrHeld) {
 			return fmt.Errorf("refused: a rebuild is running (lock %s held by %s)", b.keys.RebuildLock(), holder)
 		}
 		if err != nil {
@@ -45,7 +46,7 @@ func (b *rebuilder) cancel(ctx context.Context) error {
 	defer func() {
 		rctx, cancel := b.rctx(context.Background())
 		defer cancel()
-		b.lock.release(rctx)
+		b.lock.Release(rctx)
 	}()
 	st, cur, err := b.readState(ctx)
 	if err != nil {

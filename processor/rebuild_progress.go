@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/redis/go-redis/v9"
 )
@@ -89,7 +90,7 @@ func (b *rebuilder) measure(ctx context.Context) (length, remaining int64, cance
 	pipe := b.rdb.Pipeline()
 	info := lag.Queue(ctx, pipe, b.keys.Stream())
 	req := pipe.HGet(ctx, b.keys.RebuildState(), events.RebuildFieldCancel)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !lag.IsNoStream(err) {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !generations.IsNoStream(err) {
 		return 0, 0, false, err
 	}
 	s, groups, err := info.Result()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
@@ -144,7 +145,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	for {
 		gctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
 		var err error
-		gen, err = ensureGroup(gctx, rdb, keys)
+		gen, err = generations.EnsureGroup(gctx, rdb, keys)
 		cancel()
 		if err == nil {
 			break
