@@ -11,7 +11,8 @@ import (
 )
 
 // claimScript takes over entries left pending longer than min-idle, and bumps the claim
-// epoch when it took any, in one atomic step (see GenKeys.ClaimEpoch and apply.lua).
+// epoch when it took any, in one atomic step (see GenKeys.ClaimEpoch and
+// internal/aggregate/apply.lua).
 var claimScript = redis.NewScript(`#!lua
 local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
 if #r[2] > 0 then redis.call('INCR', KEYS[2]) end

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/redis/go-redis/v9"
@@ -34,7 +35,7 @@ type Consumer struct {
 // generation is what a consumer needs to work in one generation.
 type generation struct {
 	keys     events.GenKeys
-	appliers chan *Applier // a pool: one Applier per batch being applied
+	appliers chan *aggregate.Applier // a pool: one Applier per batch being applied
 	logger   *slog.Logger
 }
 
@@ -57,10 +58,10 @@ func NewConsumer(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys
 func (c *Consumer) newGeneration(gen events.GenKeys) *generation {
 	// One more than the batches applied at once: the claimer applies too.
 	n := c.cfg.ApplyConcurrency + 1
-	g := &generation{keys: gen, appliers: make(chan *Applier, n),
+	g := &generation{keys: gen, appliers: make(chan *aggregate.Applier, n),
 		logger: c.base.With("stream", c.keys.Stream(), "group", gen.Group())}
 	for range n {
-		g.appliers <- NewApplier(c.rdb, c.keys, gen, c.name, c.cfg.StatsRetention)
+		g.appliers <- aggregate.NewApplier(c.rdb, c.keys, gen, c.name, c.cfg.StatsRetention)
 	}
 	return g
 }
@@ -132,7 +133,7 @@ func (c *Consumer) Run(stop <-chan struct{}) error {
 		go func() {
 			defer wg.Done()
 			for b := range batches {
-				c.applyWithRetry(stop, b.gen, decodeMessages(b.msgs), b.epoch)
+				c.applyWithRetry(stop, b.gen, aggregate.Decode(b.msgs), b.epoch)
 			}
 		}()
 	}
@@ -241,27 +242,6 @@ func (c *Consumer) repairLag(g *generation, last *time.Time) {
 	}
 }
 
-// decodeMessages turns raw messages into entries. An entry trimmed from the stream
-// while it was pending comes back with no fields; it has nothing to count and is acked.
-// (Retention never trims an entry that is pending, see retention.go.)
-func decodeMessages(msgs []redis.XMessage) []Entry {
-	batch := make([]Entry, len(msgs))
-	kv := make([]string, 0, 12)
-	for i, m := range msgs {
-		kv = kv[:0]
-		for k, v := range m.Values {
-			s, _ := v.(string)
-			kv = append(kv, k, s)
-		}
-		batch[i].ID = m.ID
-		batch[i].Event, batch[i].Bad = events.DecodeEntry(kv)
-		if batch[i].Bad != nil {
-			batch[i].Fields = append([]string(nil), kv...)
-		}
-	}
-	return batch
-}
-
 // applyWithRetry applies a batch to the generation it was read from, retrying until it
 // succeeds or stop is closed. Entries that cannot be decoded are first published to the
 // dead-letter stream, then acked by the same apply.
@@ -269,12 +249,12 @@ func decodeMessages(msgs []redis.XMessage) []Entry {
 // epoch is the claim epoch read before the batch ("" when unknown). Only the first
 // attempt may use it: an attempt that failed on the way back (a timeout) may have been
 // applied, and then the batch is no longer pending, which only the checked path sees.
-// A retry on the checked path is always safe (see Apply).
+// A retry on the checked path is always safe (see aggregate.Applier.Apply).
 //
 // A batch whose group is gone was read from a generation that a rebuild has replaced:
 // the switch happened only once the new generation had counted every entry the old
 // group had delivered, so the batch is dropped, not applied.
-func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []Entry, epoch string) {
+func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []aggregate.Entry, epoch string) {
 	backoff := newBackoff()
 	published := false
 	for {
@@ -303,7 +283,7 @@ func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []E
 	}
 }
 
-func (c *Consumer) apply(g *generation, batch []Entry, published *bool, epoch string) error {
+func (c *Consumer) apply(g *generation, batch []aggregate.Entry, published *bool, epoch string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	defer cancel()
 	if !*published {
@@ -364,7 +344,7 @@ func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) (string, error
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 		// Through claimPending, never a bare XAUTOCLAIM: the claim must bump the epoch
-		// that lets other batches skip the ownership check (see apply.lua).
+		// that lets other batches skip the ownership check (see aggregate's apply.lua).
 		msgs, next, err := claimPending(ctx, c.rdb, g.keys, c.keys.Stream(), c.name, c.cfg.ClaimMinIdle, start, c.cfg.Batch)
 		cancel()
 		if err != nil {
@@ -373,7 +353,7 @@ func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) (string, error
 		if len(msgs) > 0 {
 			g.logger.Info("claimed entries left pending by another consumer", "entries", len(msgs),
 				"first_id", msgs[0].ID, "last_id", msgs[len(msgs)-1].ID)
-			c.applyWithRetry(stop, g, decodeMessages(msgs), "")
+			c.applyWithRetry(stop, g, aggregate.Decode(msgs), "")
 		}
 		if next == "0-0" || next == "" {
 			return "", nil

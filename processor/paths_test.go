@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/clickstream/pipeline/internal/testlog"
@@ -62,9 +63,9 @@ func TestEveryPathCountsTheSame(t *testing.T) {
 	p.xadd(t, pathEvents[9:])
 
 	// The live apply, four entries at a time.
-	a := NewApplier(p.rdb, p.keys, p.gen, "live", events.DefaultRetention)
+	a := aggregate.NewApplier(p.rdb, p.keys, p.gen, "live", events.DefaultRetention)
 	for read := 0; read < len(pathEvents)+1; {
-		batch := toEntries(p.readGroup(t, "live", 4))
+		batch := aggregate.Decode(p.readGroup(t, "live", 4))
 		if _, _, err := a.Apply(ctx, batch); err != nil {
 			t.Fatal(err)
 		}

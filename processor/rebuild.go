@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/config"
 	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/server"
@@ -72,7 +73,7 @@ type rebuilder struct {
 	out   io.Writer
 
 	from, target  events.GenKeys
-	applier       *Applier
+	applier       *aggregate.Applier
 	start         string       // where the next read starts: "0" (own pending) or ">"
 	replayed      atomic.Int64 // entries replayed by this run
 	appliedBefore int64        // by the runs this one resumes
@@ -262,7 +263,7 @@ func (b *rebuilder) run(ctx context.Context) error {
 		b.printf("rebuild: building generation %d from the checkpoint and the stream; generation %d stays current meanwhile", b.target.Number, cur)
 		st.seeded = false
 	}
-	b.applier = NewApplier(b.rdb, b.keys, b.target, rebuildConsumer, b.cfg.StatsRetention)
+	b.applier = aggregate.NewApplier(b.rdb, b.keys, b.target, rebuildConsumer, b.cfg.StatsRetention)
 
 	pctx, stopProgress := context.WithCancel(work)
 	progressDone := make(chan struct{})
@@ -428,7 +429,7 @@ func (b *rebuilder) seed(ctx context.Context) error {
 // (the end of the stream as it was then). Reading the next batch overlaps applying
 // this one, as in the processor.
 func (b *rebuilder) replay(ctx context.Context) error {
-	batches := make(chan []Entry, 1)
+	batches := make(chan []aggregate.Entry, 1)
 	readErr := make(chan error, 1)
 	rctx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
@@ -451,7 +452,7 @@ func (b *rebuilder) replay(ctx context.Context) error {
 	return <-readErr
 }
 
-func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
+func (b *rebuilder) read(ctx context.Context, out chan<- []aggregate.Entry) error {
 	backoff := newBackoff()
 	for {
 		if err := ctx.Err(); err != nil {
@@ -489,7 +490,7 @@ func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
 		}
 		if len(msgs) > 0 {
 			select {
-			case out <- decodeMessages(msgs):
+			case out <- aggregate.Decode(msgs):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -504,7 +505,7 @@ func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
 }
 
 // apply applies one batch, retrying what Redis failed: a retry is always safe.
-func (b *rebuilder) apply(ctx context.Context, batch []Entry) error {
+func (b *rebuilder) apply(ctx context.Context, batch []aggregate.Entry) error {
 	backoff := newBackoff()
 	for {
 		actx, cancel := b.rctx(ctx)

@@ -159,7 +159,7 @@ func (rc *recount) count(ctx context.Context, rdb redis.UniversalClient, stream,
 		if err != nil {
 			return fmt.Errorf("XRANGE %s %s %s: %w", stream, start, end, err)
 		}
-		for _, e := range decodeMessages(msgs) {
+		for _, e := range aggregate.Decode(msgs) {
 			rc.entries++
 			if rc.first == "" {
 				rc.first = e.ID

@@ -126,7 +126,7 @@ func (r *Retention) foldBatch(ctx context.Context, cutoff string) (folded, trimm
 	}
 	inc := aggregate.NewIncrements(r.keys.Checkpoint(), r.cfg.StatsRetention)
 	inc.Reset(time.Now().UnixMilli())
-	for _, e := range decodeMessages(msgs) {
+	for _, e := range aggregate.Decode(msgs) {
 		if e.Bad == nil {
 			inc.Add(&e.Event, e.Event.Time(e.ID))
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/clickstream/pipeline/internal/testlog"
@@ -105,7 +106,7 @@ func TestRetentionKeepsUnackedEntries(t *testing.T) {
 
 	p.createGroup(t)
 	p.xadd(t, a)
-	if _, _, err := NewApplier(p.rdb, p.keys, p.gen, "early", events.DefaultRetention).Apply(ctx, toEntries(p.readGroup(t, "early", 1000))); err != nil {
+	if _, _, err := aggregate.NewApplier(p.rdb, p.keys, p.gen, "early", events.DefaultRetention).Apply(ctx, aggregate.Decode(p.readGroup(t, "early", 1000))); err != nil {
 		t.Fatal(err)
 	}
 	bIDs := p.xadd(t, b)
