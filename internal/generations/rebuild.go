@@ -12,20 +12,16 @@ import (
 // Rebuild is the last rebuild as `processor rebuild` records it in the RebuildState
 // hash; the zero value (State "") is no rebuild ever run.
 type Rebuild struct {
-	State        string // one of the events.RebuildState* values
-	Target       int64  // the generation it builds
-	From         int64  // the generation that was current when it began
-	Seeded       bool   // the checkpoint is copied and the new group created
-	Applied      int64  // entries replayed into Target so far
-	StreamLength int64  // the stream's length at the last progress report
-	Rate         int64  // entries per second at the last progress report
-	ETASeconds   int64  // -1 when unknown
-	StartedAt    string // RFC 3339
-	UpdatedAt    string // RFC 3339
-	Error        string
-	// CancelRequested is set by `processor rebuild --cancel` for a running rebuild,
-	// which stops when it sees it.
-	CancelRequested bool
+	State      string // one of the events.RebuildState* values
+	Target     int64  // the generation it builds
+	From       int64  // the generation that was current when it began
+	Seeded     bool   // the checkpoint is copied and the new group created
+	Applied    int64  // entries replayed into Target so far
+	Rate       int64  // entries per second at the last progress report
+	ETASeconds int64  // -1 when unknown
+	StartedAt  string // RFC 3339
+	UpdatedAt  string // RFC 3339
+	Error      string
 }
 
 // ParseRebuild reads the fields of the RebuildState hash. A field that is missing or
@@ -40,9 +36,8 @@ func ParseRebuild(m map[string]string) Rebuild {
 	r := Rebuild{
 		State: m[events.RebuildFieldState], Target: num(events.RebuildFieldTarget), From: num(events.RebuildFieldFrom),
 		Seeded: m[events.RebuildFieldSeeded] == "1", Applied: num(events.RebuildFieldApplied),
-		StreamLength: num(events.RebuildFieldLength), Rate: num(events.RebuildFieldRate), ETASeconds: -1,
+		Rate: num(events.RebuildFieldRate), ETASeconds: -1,
 		StartedAt: m[events.RebuildFieldStarted], UpdatedAt: m[events.RebuildFieldUpdated], Error: m[events.RebuildFieldError],
-		CancelRequested: m[events.RebuildFieldCancel] == "1",
 	}
 	if eta, err := strconv.ParseInt(m[events.RebuildFieldETA], 10, 64); err == nil && eta >= 0 {
 		r.ETASeconds = eta

@@ -38,8 +38,8 @@ var switchScript = redis.NewScript(switchSource)
 // createAtCheckpointScript creates the new generation's group just after the
 // checkpoint's position (at the start of the stream when there is no checkpoint),
 // reading the position in the same step: from then on the group holds the checkpoint
-// back (fold.lua never folds what a group has not acked), so the copy of the
-// checkpoint that follows is exactly the counts of the entries the group skips.
+// back (retention's fold.lua never folds what a group has not acked), so the copy of
+// the checkpoint that follows is exactly the counts of the entries the group skips.
 var createAtCheckpointScript = redis.NewScript(`#!lua
 local pos = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
 redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[2], pos, 'MKSTREAM')
