@@ -6,9 +6,11 @@ import (
 	"strconv"
 )
 
-// Stream entry fields. An entry is flat and short-named because the stream is the
-// largest thing the pipeline keeps in memory (see DESIGN.md §1). The entry ID already
-// carries the receive time, so ts is stored only when the client sent one.
+// Stream entry fields. An entry is flat and short-named because the stream, the source
+// of truth that a rebuild replays, is the largest thing the pipeline keeps in Redis
+// (the README's "What it costs" gives its bytes per event); watermill's envelope of
+// uuid, metadata and a JSON payload would take several times as much. The entry ID
+// already carries the receive time, so ts is stored only when the client sent one.
 const (
 	fUser     = "u"
 	fProduct  = "p"
@@ -44,17 +46,6 @@ func (e *Event) AppendFields(dst []any) []any {
 		dst = append(dst, fEventID, e.EventID)
 	}
 	return dst
-}
-
-// Fields returns the stream-entry fields of e as a map, for XADD through clients that
-// take maps (watermill, tests).
-func (e *Event) Fields() map[string]any {
-	f := e.AppendFields(nil)
-	m := make(map[string]any, len(f)/2)
-	for i := 0; i < len(f); i += 2 {
-		m[f[i].(string)] = f[i+1]
-	}
-	return m
 }
 
 // ErrMalformed wraps every reason an entry cannot be decoded.

@@ -23,25 +23,6 @@ func strs(t *testing.T, f []any) []string {
 	return out
 }
 
-// flatten turns Fields' map into field/value pairs, sorted by field.
-func flatten(t *testing.T, m map[string]any) []string {
-	t.Helper()
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var out []string
-	for _, k := range keys {
-		s, ok := m[k].(string)
-		if !ok {
-			t.Fatalf("field %s is %T %v, want a string", k, m[k], m[k])
-		}
-		out = append(out, k, s)
-	}
-	return out
-}
-
 func TestCodecRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -81,16 +62,6 @@ func TestCodecRoundTrip(t *testing.T) {
 			got, err := events.DecodeEntry(kv)
 			if err != nil || got != tc.ev {
 				t.Fatalf("DecodeEntry(%q) = %+v, %v; want %+v", kv, got, err, tc.ev)
-			}
-
-			// Fields is the same entry as a map; its order does not matter.
-			m := tc.ev.Fields()
-			if len(m) != len(tc.kv)/2 {
-				t.Fatalf("Fields() has %d fields, want %d: %v", len(m), len(tc.kv)/2, m)
-			}
-			got, err = events.DecodeEntry(flatten(t, m))
-			if err != nil || got != tc.ev {
-				t.Fatalf("DecodeEntry(Fields()) = %+v, %v; want %+v", got, err, tc.ev)
 			}
 
 			// AppendFields appends: what dst held stays in front.

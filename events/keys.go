@@ -31,9 +31,6 @@ func (k Keys) Stream() string { return k.tag + ":events" }
 // processor could not decode.
 func (k Keys) DeadLetter() string { return k.tag + ":deadletter" }
 
-// MarkerPrefix is the prefix of the edge-dedup markers; Marker(id) = MarkerPrefix()+id.
-func (k Keys) MarkerPrefix() string { return k.tag + ":seen:" }
-
 // Marker is the key that remembers an event_id for the dedup window.
 func (k Keys) Marker(eventID string) string { return k.tag + ":seen:" + eventID }
 

@@ -47,7 +47,6 @@ func TestKeyNames(t *testing.T) {
 		k.Stream():          "{cs}:events",
 		k.DeadLetter():      "{cs}:deadletter",
 		k.Generation():      "{cs}:generation",
-		k.MarkerPrefix():    "{cs}:seen:",
 		k.Marker("e1"):      "{cs}:seen:e1",
 		g.User("u1"):        "{cs}:g1:u:u1",
 		g.UserPrefix():      "{cs}:g1:u:",
@@ -74,9 +73,6 @@ func TestKeyPrefixes(t *testing.T) {
 	k := events.NewKeys("ns")
 	g := k.Gen(3)
 	for _, id := range []string{"a", "top", "u:x", id128} {
-		if got, want := k.Marker(id), k.MarkerPrefix()+id; got != want {
-			t.Errorf("Marker(%q) = %q, want MarkerPrefix()+id = %q", id, got, want)
-		}
 		if got, want := g.User(id), g.UserPrefix()+id; got != want {
 			t.Errorf("User(%q) = %q, want UserPrefix()+id = %q", id, got, want)
 		}
@@ -102,7 +98,7 @@ func TestKeysShareHashTag(t *testing.T) {
 			}
 		}
 		g := events.NewKeys(ns).Gen(1)
-		for _, p := range []string{events.NewKeys(ns).MarkerPrefix(), g.UserPrefix(), g.ProductPrefix()} {
+		for _, p := range []string{g.UserPrefix(), g.ProductPrefix()} {
 			if got := hashTag(p); got != ns {
 				t.Errorf("prefix %q hashes on %q, want %q", p, got, ns)
 			}

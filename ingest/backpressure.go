@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,7 @@ import (
 // The state is refreshed by one goroutine every interval and read by requests from an
 // atomic: a request costs no Redis call for it.
 type backpressure struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	keys     events.Keys
 	eviction *server.Eviction // judges Redis's maxmemory-policy
 	stream   string
@@ -40,7 +41,7 @@ type backpressure struct {
 	unknown  map[string]bool        // groups whose lag Redis cannot tell, each logged once
 }
 
-func newBackpressure(rdb *redis.Client, keys events.Keys, eviction *server.Eviction, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
+func newBackpressure(rdb redis.UniversalClient, keys events.Keys, eviction *server.Eviction, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
 	return &backpressure{rdb: rdb, keys: keys, eviction: eviction, stream: keys.Stream(), maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
 		unknown: map[string]bool{}}
 }
@@ -128,12 +129,9 @@ func (b *backpressure) check(ctx context.Context) (string, error) {
 	if b.maxLag > 0 {
 		// Only the current generation's group counts: a rebuild's group starts far behind
 		// by design, and other readers of the stream are not this pipeline's processors.
-		if err := gen.Err(); err != nil && !errors.Is(err, redis.Nil) {
-			return "", fmt.Errorf("GET %s: %w", b.keys.Generation(), err)
-		}
-		n, err := events.ParseGeneration(gen.Val())
+		n, err := generations.Current(gen)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("GET %s: %w", b.keys.Generation(), err)
 		}
 		s, groups, err := info.Result()
 		if err != nil {

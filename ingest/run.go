@@ -98,7 +98,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 
 	redis.SetLogger(server.RedisLog{Logger: logger})
-	rdb := redis.NewClient(ropt)
+	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {

@@ -25,7 +25,7 @@ var dedupScript = redis.NewScript(dedupSource)
 // each of Writer's flushers takes every request that is waiting, writes all their
 // events with one script call, and answers each request only after Redis has replied.
 type Writer struct {
-	rdb       *redis.Client
+	rdb       redis.UniversalClient
 	keys      events.Keys
 	window    string // dedup window in seconds, as the script's argument
 	timeout   time.Duration
@@ -62,7 +62,7 @@ type writeResult struct {
 }
 
 // NewWriter starts flushers goroutines that run until ctx is cancelled.
-func NewWriter(ctx context.Context, rdb *redis.Client, keys events.Keys, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
+func NewWriter(ctx context.Context, rdb redis.UniversalClient, keys events.Keys, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
 	w := &Writer{
 		rdb:       rdb,
 		keys:      keys,

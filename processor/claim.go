@@ -11,7 +11,8 @@ import (
 )
 
 // claimScript takes over entries left pending longer than min-idle, and bumps the claim
-// epoch when it took any, in one atomic step (see GenKeys.ClaimEpoch and apply.lua).
+// epoch when it took any, in one atomic step (see GenKeys.ClaimEpoch and
+// internal/aggregate/apply.lua).
 var claimScript = redis.NewScript(`#!lua
 local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
 if #r[2] > 0 then redis.call('INCR', KEYS[2]) end
@@ -62,7 +63,7 @@ func parseEntry(m any) (redis.XMessage, error) {
 // readBatch reads the claim epoch and then a batch, in one round trip. The epoch is read
 // first: a claim that happens after it makes the apply take the checked path, whatever
 // the read returns.
-func readBatch(ctx context.Context, rdb *redis.Client, gen events.GenKeys, args *redis.XReadGroupArgs) ([]redis.XMessage, string, error) {
+func readBatch(ctx context.Context, rdb redis.UniversalClient, gen events.GenKeys, args *redis.XReadGroupArgs) ([]redis.XMessage, string, error) {
 	pipe := rdb.Pipeline()
 	epoch := pipe.Get(ctx, gen.ClaimEpoch())
 	read := pipe.XReadGroup(ctx, args)

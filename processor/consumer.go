@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/redis/go-redis/v9"
 )
@@ -16,7 +18,7 @@ import (
 // Consumer is one member of the current generation's consumer group. It follows the
 // generation pointer: when a rebuild switches generations, it moves to the new group.
 type Consumer struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	keys     events.Keys
 	name     string
 	cfg      Config
@@ -33,7 +35,7 @@ type Consumer struct {
 // generation is what a consumer needs to work in one generation.
 type generation struct {
 	keys     events.GenKeys
-	appliers chan *Applier // a pool: one Applier per batch being applied
+	appliers chan *aggregate.Applier // a pool: one Applier per batch being applied
 	logger   *slog.Logger
 }
 
@@ -46,7 +48,7 @@ type genBatch struct {
 }
 
 // NewConsumer returns a consumer named name in gen's group, measured by m.
-func NewConsumer(rdb *redis.Client, keys events.Keys, gen events.GenKeys, name string, cfg Config, dead *DeadLetters, m *consumerMetrics, logger *slog.Logger) *Consumer {
+func NewConsumer(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys, name string, cfg Config, dead *DeadLetters, m *consumerMetrics, logger *slog.Logger) *Consumer {
 	cfg.ApplyConcurrency = max(cfg.ApplyConcurrency, 1)
 	c := &Consumer{rdb: rdb, keys: keys, name: name, cfg: cfg, dead: dead, m: m, base: logger}
 	c.cur.Store(c.newGeneration(gen))
@@ -56,10 +58,10 @@ func NewConsumer(rdb *redis.Client, keys events.Keys, gen events.GenKeys, name s
 func (c *Consumer) newGeneration(gen events.GenKeys) *generation {
 	// One more than the batches applied at once: the claimer applies too.
 	n := c.cfg.ApplyConcurrency + 1
-	g := &generation{keys: gen, appliers: make(chan *Applier, n),
+	g := &generation{keys: gen, appliers: make(chan *aggregate.Applier, n),
 		logger: c.base.With("stream", c.keys.Stream(), "group", gen.Group())}
 	for range n {
-		g.appliers <- NewApplier(c.rdb, c.keys, gen, c.name, c.cfg.StatsRetention)
+		g.appliers <- aggregate.NewApplier(c.rdb, c.keys, gen, c.name, c.cfg.StatsRetention)
 	}
 	return g
 }
@@ -74,7 +76,7 @@ func (c *Consumer) follow(stop <-chan struct{}, backoff *backoff) *generation {
 	g := c.cur.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	defer cancel()
-	paused, n, err := readPointer(ctx, c.rdb, c.keys)
+	paused, n, err := generations.ReadPointer(ctx, c.rdb, c.keys)
 	if err != nil {
 		c.m.readErrors.Inc()
 		g.logger.Warn("reading the generation pointer failed", "err", err)
@@ -90,7 +92,7 @@ func (c *Consumer) follow(stop <-chan struct{}, backoff *backoff) *generation {
 	}
 	// A rebuild switched generations: batches already read from the old group are still
 	// applied (and dropped if the old group is gone); new reads go to the new group.
-	gen, err := ensureGroup(ctx, c.rdb, c.keys)
+	gen, err := generations.EnsureGroup(ctx, c.rdb, c.keys)
 	if err != nil {
 		c.m.readErrors.Inc()
 		g.logger.Warn("joining the new generation failed", "generation", n, "err", err)
@@ -131,7 +133,7 @@ func (c *Consumer) Run(stop <-chan struct{}) error {
 		go func() {
 			defer wg.Done()
 			for b := range batches {
-				c.applyWithRetry(stop, b.gen, decodeMessages(b.msgs), b.epoch)
+				c.applyWithRetry(stop, b.gen, aggregate.Decode(b.msgs), b.epoch)
 			}
 		}()
 	}
@@ -180,12 +182,12 @@ func (c *Consumer) readLoop(stop <-chan struct{}, out chan<- genBatch) error {
 			continue
 		}
 		if err != nil {
-			if isNoGroup(err) {
+			if generations.IsNoGroup(err) {
 				// Either a switch destroyed the group (the next pointer read moves to the new
 				// one) or the group is gone for another reason (the stream was deleted): the
 				// script recreates it only if the pointer still names this generation.
 				gctx, gcancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-				_, gerr := ensureGroup(gctx, c.rdb, c.keys)
+				_, gerr := generations.EnsureGroup(gctx, c.rdb, c.keys)
 				gcancel()
 				if gerr == nil {
 					continue
@@ -240,27 +242,6 @@ func (c *Consumer) repairLag(g *generation, last *time.Time) {
 	}
 }
 
-// decodeMessages turns raw messages into entries. An entry trimmed from the stream
-// while it was pending comes back with no fields; it has nothing to count and is acked.
-// (Retention never trims an entry that is pending, see retention.go.)
-func decodeMessages(msgs []redis.XMessage) []Entry {
-	batch := make([]Entry, len(msgs))
-	kv := make([]string, 0, 12)
-	for i, m := range msgs {
-		kv = kv[:0]
-		for k, v := range m.Values {
-			s, _ := v.(string)
-			kv = append(kv, k, s)
-		}
-		batch[i].ID = m.ID
-		batch[i].Event, batch[i].Bad = events.DecodeEntry(kv)
-		if batch[i].Bad != nil {
-			batch[i].Fields = append([]string(nil), kv...)
-		}
-	}
-	return batch
-}
-
 // applyWithRetry applies a batch to the generation it was read from, retrying until it
 // succeeds or stop is closed. Entries that cannot be decoded are first published to the
 // dead-letter stream, then acked by the same apply.
@@ -268,12 +249,12 @@ func decodeMessages(msgs []redis.XMessage) []Entry {
 // epoch is the claim epoch read before the batch ("" when unknown). Only the first
 // attempt may use it: an attempt that failed on the way back (a timeout) may have been
 // applied, and then the batch is no longer pending, which only the checked path sees.
-// A retry on the checked path is always safe (see Apply).
+// A retry on the checked path is always safe (see aggregate.Applier.Apply).
 //
 // A batch whose group is gone was read from a generation that a rebuild has replaced:
 // the switch happened only once the new generation had counted every entry the old
 // group had delivered, so the batch is dropped, not applied.
-func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []Entry, epoch string) {
+func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []aggregate.Entry, epoch string) {
 	backoff := newBackoff()
 	published := false
 	for {
@@ -282,7 +263,7 @@ func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []E
 		if err == nil {
 			return
 		}
-		if isNoGroup(err) {
+		if generations.IsNoGroup(err) {
 			c.dropped.Add(int64(len(batch)))
 			g.logger.Info("batch dropped: its generation was replaced, and the new one has counted it",
 				"first_id", batch[0].ID, "last_id", batch[len(batch)-1].ID, "entries", len(batch))
@@ -302,7 +283,7 @@ func (c *Consumer) applyWithRetry(stop <-chan struct{}, g *generation, batch []E
 	}
 }
 
-func (c *Consumer) apply(g *generation, batch []Entry, published *bool, epoch string) error {
+func (c *Consumer) apply(g *generation, batch []aggregate.Entry, published *bool, epoch string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	defer cancel()
 	if !*published {
@@ -349,7 +330,7 @@ func (c *Consumer) Claim(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		g := c.cur.Load()
-		if at, err := c.claimOnce(stop, g); err != nil && !isNoGroup(err) { // NOGROUP: a switch; the read loop moves on
+		if at, err := c.claimOnce(stop, g); err != nil && !generations.IsNoGroup(err) { // NOGROUP: a switch; the read loop moves on
 			c.m.claimErrors.Inc()
 			g.logger.Warn("claim failed", "start_id", at, "err", err)
 		}
@@ -363,7 +344,7 @@ func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) (string, error
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 		// Through claimPending, never a bare XAUTOCLAIM: the claim must bump the epoch
-		// that lets other batches skip the ownership check (see apply.lua).
+		// that lets other batches skip the ownership check (see aggregate's apply.lua).
 		msgs, next, err := claimPending(ctx, c.rdb, g.keys, c.keys.Stream(), c.name, c.cfg.ClaimMinIdle, start, c.cfg.Batch)
 		cancel()
 		if err != nil {
@@ -372,7 +353,7 @@ func (c *Consumer) claimOnce(stop <-chan struct{}, g *generation) (string, error
 		if len(msgs) > 0 {
 			g.logger.Info("claimed entries left pending by another consumer", "entries", len(msgs),
 				"first_id", msgs[0].ID, "last_id", msgs[len(msgs)-1].ID)
-			c.applyWithRetry(stop, g, decodeMessages(msgs), "")
+			c.applyWithRetry(stop, g, aggregate.Decode(msgs), "")
 		}
 		if next == "0-0" || next == "" {
 			return "", nil
@@ -407,7 +388,7 @@ func (c *Consumer) Reap(stop <-chan struct{}) {
 		consumers, err := c.rdb.XInfoConsumers(ctx, c.keys.Stream(), g.keys.Group()).Result()
 		if err != nil {
 			cancel()
-			if !isNoGroup(err) {
+			if !generations.IsNoGroup(err) {
 				c.m.reapErrors.Inc()
 				g.logger.Warn("list consumers failed", "err", err)
 			}

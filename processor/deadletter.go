@@ -8,6 +8,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -47,7 +48,7 @@ func NewDeadLetters(rdb redis.UniversalClient, stream, topic string, logger *slo
 // Publish writes one bad entry with the reason it was rejected and its original id.
 // A crash between Publish and the ack that follows can publish an entry twice: the
 // dead-letter stream is at-least-once.
-func (d *DeadLetters) Publish(ctx context.Context, e Entry) error {
+func (d *DeadLetters) Publish(ctx context.Context, e aggregate.Entry) error {
 	payload, err := json.Marshal(DeadLetter{Stream: d.stream, OriginalID: e.ID, Reason: e.Bad.Error(), Fields: e.Fields})
 	if err != nil {
 		return err

@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"github.com/clickstream/pipeline/events"
 	"testing"
 	"time"
 
+	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -31,13 +32,13 @@ func TestClaimAfterReadForcesTheCheckedPath(t *testing.T) {
 	if err != nil || len(claimed) != len(evs) || next != "0-0" {
 		t.Fatalf("claimPending: %d entries, next %q, %v", len(claimed), next, err)
 	}
-	a := NewApplier(p.rdb, p.keys, p.gen, "A", events.DefaultRetention)
-	b := NewApplier(p.rdb, p.keys, p.gen, "B", events.DefaultRetention)
-	applied, skipped, err := a.ApplyAt(ctx, toEntries(msgs), epoch)
+	a := aggregate.NewApplier(p.rdb, p.keys, p.gen, "A", events.DefaultRetention)
+	b := aggregate.NewApplier(p.rdb, p.keys, p.gen, "B", events.DefaultRetention)
+	applied, skipped, err := a.ApplyAt(ctx, aggregate.Decode(msgs), epoch)
 	if err != nil || applied != 0 || skipped != int64(len(evs)) {
 		t.Fatalf("A applied %d, skipped %d, %v; want 0, %d (B owns the entries now)", applied, skipped, err, len(evs))
 	}
-	applied, skipped, err = b.Apply(ctx, toEntries(claimed))
+	applied, skipped, err = b.Apply(ctx, aggregate.Decode(claimed))
 	if err != nil || applied != int64(len(evs)) || skipped != 0 {
 		t.Fatalf("B applied %d, skipped %d, %v; want %d, 0", applied, skipped, err, len(evs))
 	}
@@ -63,17 +64,17 @@ func TestUnchangedEpochAppliesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := NewApplier(p.rdb, p.keys, p.gen, "A", events.DefaultRetention)
-	applied, skipped, err := a.ApplyAt(ctx, toEntries(msgs), epoch)
+	a := aggregate.NewApplier(p.rdb, p.keys, p.gen, "A", events.DefaultRetention)
+	applied, skipped, err := a.ApplyAt(ctx, aggregate.Decode(msgs), epoch)
 	if err != nil || applied != int64(len(evs)) || skipped != 0 {
 		t.Fatalf("applied %d, skipped %d, %v; want %d, 0", applied, skipped, err, len(evs))
 	}
 	// A retry adds nothing, on the checked path (as the consumer's retries go) and even
 	// with the same epoch.
-	if applied, skipped, err = a.Apply(ctx, toEntries(msgs)); err != nil || applied != 0 || skipped != int64(len(evs)) {
+	if applied, skipped, err = a.Apply(ctx, aggregate.Decode(msgs)); err != nil || applied != 0 || skipped != int64(len(evs)) {
 		t.Fatalf("retry applied %d, skipped %d, %v; want 0, %d", applied, skipped, err, len(evs))
 	}
-	if applied, skipped, err = a.ApplyAt(ctx, toEntries(msgs), epoch); err != nil || applied != 0 || skipped != int64(len(evs)) {
+	if applied, skipped, err = a.ApplyAt(ctx, aggregate.Decode(msgs), epoch); err != nil || applied != 0 || skipped != int64(len(evs)) {
 		t.Fatalf("retry with the epoch applied %d, skipped %d, %v; want 0, %d", applied, skipped, err, len(evs))
 	}
 	p.assertTotals(t, evs)

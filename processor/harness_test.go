@@ -164,23 +164,6 @@ func (p *pipeline) readGroup(t *testing.T, consumer string, count int64) []redis
 	return res[0].Messages
 }
 
-// toEntries decodes messages into the processor's batch type.
-func toEntries(msgs []redis.XMessage) []Entry {
-	batch := make([]Entry, len(msgs))
-	for i, m := range msgs {
-		kv := make([]string, 0, 2*len(m.Values))
-		for k, v := range m.Values {
-			kv = append(kv, k, v.(string))
-		}
-		batch[i].ID = m.ID
-		batch[i].Event, batch[i].Bad = events.DecodeEntry(kv)
-		if batch[i].Bad != nil {
-			batch[i].Fields = kv
-		}
-	}
-	return batch
-}
-
 // pendingFor is the number of entries pending in the group; consumer "" means all.
 func (p *pipeline) pendingFor(t *testing.T, consumer string) int {
 	t.Helper()

@@ -4,7 +4,10 @@
 //
 // The same binary holds the admin commands that replay the stream: `processor rebuild`
 // builds every count again as a new generation and switches to it, `processor recount`
-// counts a window of the stream without touching the aggregates (see docs/replay.md).
+// counts a window of the stream without touching the aggregates (see the README,
+// "Replay: rebuilding every count from the stream"). Their work is done by
+// internal/rebuild and internal/recount; this package keeps the consumer (reads,
+// claims, dead letters) and retention, and wires the commands.
 package main
 
 import (

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/clickstream/pipeline/internal/testlog"
 )
@@ -61,9 +63,9 @@ func TestEveryPathCountsTheSame(t *testing.T) {
 	p.xadd(t, pathEvents[9:])
 
 	// The live apply, four entries at a time.
-	a := NewApplier(p.rdb, p.keys, p.gen, "live", events.DefaultRetention)
+	a := aggregate.NewApplier(p.rdb, p.keys, p.gen, "live", events.DefaultRetention)
 	for read := 0; read < len(pathEvents)+1; {
-		batch := toEntries(p.readGroup(t, "live", 4))
+		batch := aggregate.Decode(p.readGroup(t, "live", 4))
 		if _, _, err := a.Apply(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
@@ -127,7 +129,7 @@ func TestEveryPathCountsTheSame(t *testing.T) {
 	// Retention folds the stream into the checkpoint, five entries at a time.
 	ret := &Retention{rdb: p.rdb, keys: p.keys, holder: "test", logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		cfg: Config{Batch: 5, RedisTimeout: 5 * time.Second, Retention: time.Minute, StatsRetention: events.DefaultRetention}}
-	retLock := &lock{rdb: p.rdb, key: p.keys.RetentionLock(), holder: "test", ttl: 10 * time.Second}
+	retLock := generations.NewLock(p.rdb, p.keys.RetentionLock(), "test", 10*time.Second)
 	if folded, _, err := ret.pass(ctx, retLock, time.Now().Add(time.Hour)); err != nil || folded != int64(len(pathEvents)+1) {
 		t.Fatalf("retention folded %d entries (%v), want %d", folded, err, len(pathEvents)+1)
 	}

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/aggregate"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -28,7 +28,7 @@ var foldScript = aggregate.NewScript(foldSource)
 // An entry that some consumer group has not acked is never trimmed, and neither is
 // anything after it.
 type Retention struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	keys   events.Keys
 	cfg    Config
 	holder string
@@ -40,7 +40,7 @@ func (r *Retention) Run(stop <-chan struct{}) {
 	every := min(max(r.cfg.Retention/10, 100*time.Millisecond), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
-	l := &lock{rdb: r.rdb, key: r.keys.RetentionLock(), holder: r.holder, ttl: max(2*every, 10*time.Second)}
+	l := generations.NewLock(r.rdb, r.keys.RetentionLock(), r.holder, max(2*every, 10*time.Second))
 	for {
 		select {
 		case <-stop:
@@ -70,11 +70,11 @@ func (r *Retention) Run(stop <-chan struct{}) {
 // pass takes the lock and folds and trims, in batches, every entry older than the
 // retention that every group has acked. It returns at once if another processor
 // holds the lock.
-func (r *Retention) pass(ctx context.Context, l *lock, now time.Time) (folded, trimmed int64, err error) {
+func (r *Retention) pass(ctx context.Context, l *generations.Lock, now time.Time) (folded, trimmed int64, err error) {
 	lctx, cancel := context.WithTimeout(ctx, r.cfg.RedisTimeout)
-	_, err = l.acquire(lctx)
+	_, err = l.Acquire(lctx)
 	cancel()
-	if errors.Is(err, errLockHeld) {
+	if errors.Is(err, generations.ErrHeld) {
 		return 0, 0, nil
 	}
 	if err != nil {
@@ -82,7 +82,7 @@ func (r *Retention) pass(ctx context.Context, l *lock, now time.Time) (folded, t
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.Background(), r.cfg.RedisTimeout)
-		l.release(rctx)
+		l.Release(rctx)
 		cancel()
 	}()
 	cutoff := strconv.FormatInt(now.Add(-r.cfg.Retention).UnixMilli(), 10) + "-0"
@@ -93,8 +93,8 @@ func (r *Retention) pass(ctx context.Context, l *lock, now time.Time) (folded, t
 		if err != nil || !more {
 			return folded, trimmed, err
 		}
-		if ok, err := l.refresh(ctx); err != nil || !ok {
-			return folded, trimmed, errors.Join(errLockLost, err)
+		if ok, err := l.Refresh(ctx); err != nil || !ok {
+			return folded, trimmed, errors.Join(generations.ErrLost, err)
 		}
 	}
 	return folded, trimmed, ctx.Err()
@@ -126,7 +126,7 @@ func (r *Retention) foldBatch(ctx context.Context, cutoff string) (folded, trimm
 	}
 	inc := aggregate.NewIncrements(r.keys.Checkpoint(), r.cfg.StatsRetention)
 	inc.Reset(time.Now().UnixMilli())
-	for _, e := range decodeMessages(msgs) {
+	for _, e := range aggregate.Decode(msgs) {
 		if e.Bad == nil {
 			inc.Add(&e.Event, e.Event.Time(e.ID))
 		}
@@ -151,7 +151,7 @@ func (r *Retention) foldBatch(ctx context.Context, cutoff string) (folded, trimm
 func ackedBound(ctx context.Context, rdb redis.UniversalClient, stream string) (string, error) {
 	groups, err := rdb.XInfoGroups(ctx, stream).Result()
 	if err != nil {
-		if isNoStream(err) {
+		if generations.IsNoStream(err) {
 			return "", nil
 		}
 		return "", err
@@ -177,11 +177,4 @@ func ackedBound(ctx context.Context, rdb redis.UniversalClient, stream string) (
 		}
 	}
 	return bound, nil
-}
-
-// isNoStream reports the errors XINFO and XGROUP give for a stream that does not
-// exist yet.
-func isNoStream(err error) bool {
-	return err != nil && (errors.Is(err, redis.Nil) || strings.Contains(err.Error(), "no such key") ||
-		strings.Contains(err.Error(), "requires the key to exist"))
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/aggregate"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/redistest"
 	"github.com/clickstream/pipeline/internal/testlog"
 	"github.com/redis/go-redis/v9"
@@ -104,7 +106,7 @@ func TestRetentionKeepsUnackedEntries(t *testing.T) {
 
 	p.createGroup(t)
 	p.xadd(t, a)
-	if _, _, err := NewApplier(p.rdb, p.keys, p.gen, "early", events.DefaultRetention).Apply(ctx, toEntries(p.readGroup(t, "early", 1000))); err != nil {
+	if _, _, err := aggregate.NewApplier(p.rdb, p.keys, p.gen, "early", events.DefaultRetention).Apply(ctx, aggregate.Decode(p.readGroup(t, "early", 1000))); err != nil {
 		t.Fatal(err)
 	}
 	bIDs := p.xadd(t, b)
@@ -122,7 +124,7 @@ func TestRetentionKeepsUnackedEntries(t *testing.T) {
 	// A retention pass that finds every entry old enough folds a, and stops at b.
 	ret := &Retention{rdb: p.rdb, keys: p.keys, holder: "test", logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		cfg: Config{Batch: 100, RedisTimeout: 5 * time.Second, Retention: time.Minute, StatsRetention: events.DefaultRetention}}
-	retLock := &lock{rdb: p.rdb, key: p.keys.RetentionLock(), holder: "test", ttl: 10 * time.Second}
+	retLock := generations.NewLock(p.rdb, p.keys.RetentionLock(), "test", 10*time.Second)
 	folded, trimmed, err := ret.pass(ctx, retLock, time.Now().Add(time.Hour))
 	if err != nil || folded != int64(len(a)) || trimmed != int64(len(a)) {
 		t.Fatalf("retention pass folded %d and trimmed %d entries (%v), want %d and %d", folded, trimmed, err, len(a), len(a))

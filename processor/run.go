@@ -12,6 +12,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
@@ -107,7 +108,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger = logger.With("consumer", cfg.Consumer)
 	redis.SetLogger(server.RedisLog{Logger: logger})
-	rdb := redis.NewClient(ropt)
+	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
@@ -144,7 +145,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	for {
 		gctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
 		var err error
-		gen, err = ensureGroup(gctx, rdb, keys)
+		gen, err = generations.EnsureGroup(gctx, rdb, keys)
 		cancel()
 		if err == nil {
 			break

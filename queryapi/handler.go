@@ -10,6 +10,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/aggregate"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
@@ -18,10 +19,10 @@ import (
 )
 
 type handler struct {
-	rdb         *redis.Client
+	rdb         redis.UniversalClient
 	reader      *totalsReader
 	keys        events.Keys
-	gens        *generations
+	gens        *generations.Follower
 	timeout     time.Duration
 	redisErrors prometheus.Counter // failed round trips of the handlers that call Redis themselves
 	retention   events.Retention   // STATS_RETENTION_*: which buckets still exist
@@ -140,12 +141,12 @@ func (h *handler) topProducts(c echo.Context) error {
 }
 
 // top reads the ranking of the current generation, with the pointer in the same
-// MULTI/EXEC (see generations).
+// MULTI/EXEC (see generations.Follower).
 func (h *handler) top(ctx context.Context, limit int64) ([]redis.Z, error) {
-	gen := h.gens.load()
+	gen := h.gens.Load()
 	for redo := 0; ; redo++ {
 		pipe := h.rdb.TxPipeline()
-		ptr := pipe.Get(ctx, h.keys.Generation())
+		ptr := h.gens.QueuePointer(ctx, pipe)
 		zs := pipe.ZRevRangeWithScores(ctx, gen.TopProducts(), 0, limit-1)
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			h.redisErrors.Inc()
@@ -154,12 +155,12 @@ func (h *handler) top(ctx context.Context, limit int64) ([]redis.Z, error) {
 		if err := zs.Err(); err != nil {
 			return nil, err
 		}
-		next, moved, err := h.gens.check(gen, ptr.Val())
+		next, moved, err := h.gens.Check(gen, ptr.Val())
 		if err != nil || !moved {
 			return zs.Val(), err
 		}
-		if redo == maxRedo {
-			return nil, errPointerMoving
+		if redo == generations.MaxRedo {
+			return nil, generations.ErrPointerMoving
 		}
 		gen = next
 	}
@@ -203,7 +204,7 @@ func (h *handler) pipeline(c echo.Context) error {
 	ptr := pipe.Get(ctx, h.keys.Generation())
 	// Exec returns the first failed command's error; before the first event XINFO's
 	// "no such key" and, with no pointer, GET's nil are not failures.
-	if _, err := pipe.Exec(ctx); err != nil && !lag.IsNoStream(err) && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil && !generations.IsNoStream(err) && !errors.Is(err, redis.Nil) {
 		h.redisErrors.Inc()
 		return err
 	}
@@ -212,7 +213,7 @@ func (h *handler) pipeline(c echo.Context) error {
 		h.redisErrors.Inc()
 		return err
 	}
-	gen, err := events.ParseGeneration(ptr.Val())
+	gen, err := generations.Current(ptr)
 	if err != nil {
 		return err
 	}

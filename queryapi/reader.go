@@ -7,6 +7,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/aggregate"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -18,10 +19,10 @@ import (
 // round trip, as a direct call would.
 //
 // The pipeline is a MULTI/EXEC that also reads the generation pointer, so that every
-// answer in it comes from the generation that was current (see generations).
+// answer in it comes from the generation that was current (see generations.Follower).
 type totalsReader struct {
-	rdb     *redis.Client
-	gens    *generations
+	rdb     redis.UniversalClient
+	gens    *generations.Follower
 	timeout time.Duration
 	queue   chan *readReq
 	errors  prometheus.Counter // failed round trips
@@ -57,7 +58,7 @@ type readResult struct {
 // maxReadBatch bounds one pipeline.
 const maxReadBatch = 256
 
-func newTotalsReader(ctx context.Context, rdb *redis.Client, gens *generations, timeout time.Duration, loops int, failures prometheus.Counter) *totalsReader {
+func newTotalsReader(ctx context.Context, rdb redis.UniversalClient, gens *generations.Follower, timeout time.Duration, loops int, failures prometheus.Counter) *totalsReader {
 	r := &totalsReader{rdb: rdb, gens: gens, timeout: timeout, queue: make(chan *readReq, 1024), errors: failures}
 	for i := 0; i < loops; i++ {
 		go r.loop(ctx)
@@ -142,11 +143,11 @@ func (r *totalsReader) loop(ctx context.Context) {
 // the generation pointer, in one MULTI/EXEC, and does it again if the pointer had moved
 // since the last read. scores[i] is nil for a user's request.
 func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd, scores []*redis.FloatCmd) ([]*redis.SliceCmd, []*redis.FloatCmd, error) {
-	gen := r.gens.load()
+	gen := r.gens.Load()
 	for redo := 0; ; redo++ {
 		cctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 		pipe := r.rdb.TxPipeline()
-		ptr := pipe.Get(cctx, r.gens.keys.Generation())
+		ptr := r.gens.QueuePointer(cctx, pipe)
 		cmds, scores = cmds[:0], scores[:0]
 		for _, req := range batch {
 			cmds = append(cmds, pipe.HMGet(cctx, req.key(gen), aggregate.Fields...))
@@ -163,11 +164,11 @@ func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd, scores []*
 			return cmds, scores, err
 		}
 		var moved bool
-		if gen, moved, err = r.gens.check(gen, ptr.Val()); err != nil || !moved {
+		if gen, moved, err = r.gens.Check(gen, ptr.Val()); err != nil || !moved {
 			return cmds, scores, err
 		}
-		if redo == maxRedo {
-			return cmds, scores, errPointerMoving
+		if redo == generations.MaxRedo {
+			return cmds, scores, generations.ErrPointerMoving
 		}
 	}
 }

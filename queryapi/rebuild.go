@@ -3,9 +3,9 @@ package main
 import (
 	"errors"
 	"net/http"
-	"strconv"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
 )
@@ -32,32 +32,27 @@ func (h *handler) rebuild(c echo.Context) error {
 	ctx, cancel := h.ctx(c)
 	defer cancel()
 	pipe := h.rdb.Pipeline()
-	state := pipe.HGetAll(ctx, h.keys.RebuildState())
-	ptr := pipe.Get(ctx, h.keys.Generation())
+	rb := generations.QueueRebuild(ctx, pipe, h.keys)
 	xlen := pipe.XLen(ctx, h.keys.Stream())
 	lock := pipe.Exists(ctx, h.keys.RebuildLock())
 	pipe.Exec(ctx) // errors are per command, below
-	for _, err := range []error{state.Err(), ptr.Err(), xlen.Err(), lock.Err()} {
+	for _, err := range []error{rb.Err(), xlen.Err(), lock.Err()} {
 		if err != nil && !errors.Is(err, redis.Nil) {
 			h.redisErrors.Inc()
 			return err
 		}
 	}
-	cur, err := events.ParseGeneration(ptr.Val())
+	r, cur, err := rb.Result()
 	if err != nil {
 		return err
 	}
-	m := state.Val()
-	st := RebuildStatus{State: m[events.RebuildFieldState], CurrentGeneration: cur, StreamLength: xlen.Val(),
-		StartedAt: m[events.RebuildFieldStarted], UpdatedAt: m[events.RebuildFieldUpdated], Error: m[events.RebuildFieldError]}
-	st.Generation, _ = strconv.ParseInt(m[events.RebuildFieldTarget], 10, 64)
+	st := RebuildStatus{State: r.State, Generation: r.Target, CurrentGeneration: cur, Applied: r.Applied,
+		StreamLength: xlen.Val(), Rate: r.Rate, StartedAt: r.StartedAt, UpdatedAt: r.UpdatedAt, Error: r.Error}
 	if st.State == "" {
 		// No rebuild ever ran: what there is, is the current generation.
 		st.State = "idle"
 		st.Generation = cur
 	}
-	st.Applied, _ = strconv.ParseInt(m[events.RebuildFieldApplied], 10, 64)
-	st.Rate, _ = strconv.ParseInt(m[events.RebuildFieldRate], 10, 64)
 	running := lock.Val() == 1
 	switch st.State {
 	case events.RebuildStateBuilding, events.RebuildStateSwitching:
@@ -66,7 +61,8 @@ func (h *handler) rebuild(c echo.Context) error {
 			st.Error = "the rebuild process is gone (its lock expired): run `processor rebuild` to resume it, or `processor rebuild --cancel`"
 			break
 		}
-		if eta, err := strconv.ParseInt(m[events.RebuildFieldETA], 10, 64); err == nil && eta >= 0 {
+		if r.ETASeconds >= 0 {
+			eta := r.ETASeconds
 			st.ETASeconds = &eta
 		}
 	case events.RebuildStateCleanup:

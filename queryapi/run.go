@@ -8,6 +8,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
@@ -58,7 +59,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
 	redis.SetLogger(server.RedisLog{Logger: logger})
-	rdb := redis.NewClient(ropt)
+	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
@@ -73,7 +74,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	keys := events.NewKeys(cfg.Namespace)
 	rctx, stopReader := context.WithCancel(context.Background())
 	defer stopReader()
-	gens := newGenerations(keys)
+	gens := generations.NewFollower(keys)
 	reg := metrics.NewRegistry()
 	redisErrors := metrics.RedisErrors(reg, "read", "stats")
 	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
@@ -95,24 +96,24 @@ func parseTime(field, v string) (int64, error) {
 
 // atGeneration queues reads of the current generation's keys on a MULTI/EXEC that also
 // reads the generation pointer, runs it, and runs it again from the pointer's generation
-// if a rebuild moved the pointer since the last read (see generations). queue may be
+// if a rebuild moved the pointer since the last read (see generations.Follower). queue may be
 // called more than once; only its last call's commands hold the answer.
 func (h *handler) atGeneration(ctx context.Context, queue func(pipe redis.Pipeliner, gen events.GenKeys)) error {
-	gen := h.gens.load()
+	gen := h.gens.Load()
 	for redo := 0; ; redo++ {
 		pipe := h.rdb.TxPipeline()
-		ptr := pipe.Get(ctx, h.keys.Generation())
+		ptr := h.gens.QueuePointer(ctx, pipe)
 		queue(pipe, gen)
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			h.redisErrors.Inc()
 			return err
 		}
-		next, moved, err := h.gens.check(gen, ptr.Val())
+		next, moved, err := h.gens.Check(gen, ptr.Val())
 		if err != nil || !moved {
 			return err
 		}
-		if redo == maxRedo {
-			return errPointerMoving
+		if redo == generations.MaxRedo {
+			return generations.ErrPointerMoving
 		}
 		gen = next
 	}

@@ -1,8 +1,9 @@
 // Package aggregate is the one place where events become counts. Every path that
-// writes counts goes through it: the live apply and a rebuild's replay (processor's
-// Applier), the retention fold into the checkpoint, and `processor recount`, which
-// only sums; queryapi reads the counts back into its Totals. So "the same increments
-// everywhere" holds because there is one copy of each piece:
+// writes counts goes through it: the live apply and a rebuild's replay (Applier and
+// apply.lua, the exactly-once step), the retention fold into the checkpoint, and
+// `processor recount`, which only sums; queryapi reads the counts back into its
+// Totals. So "the same increments everywhere" holds because there is one copy of each
+// piece:
 //
 //   - Totals.Add: which counter an event moves.
 //   - Increments.Add: which keys an event moves (its user's hash, its product's hash,
@@ -42,7 +43,7 @@
 //     end plus the retention), and ZREMRANGEBYSCORE with one item to trim.
 //     apply.lua and fold.lua are not touched: they hand the argument position to
 //     apply_increments.
-//   - A rebuild starts from a copy of the checkpoint (processor/rebuild.go, seed), so
+//   - A rebuild starts from a copy of the checkpoint (internal/rebuild, seed), so
 //     a kind of key that the fold writes into the checkpoint must be copied there too.
 //     TestEveryPathCountsTheSame in processor compares every key that every path
 //     writes, whatever its type, and fails until it is.

@@ -108,8 +108,11 @@ func (r *Reader) Addr(name, def string) string {
 // DefaultRedisURL is used when REDIS_URL is unset.
 const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 
-// Redis reads REDIS_URL (redis://, rediss:// for TLS, or unix://) into client options.
-func (r *Reader) Redis() *redis.Options {
+// Redis reads REDIS_URL (redis://, rediss:// for TLS, or unix://) into the options of
+// a redis.UniversalClient, the one client type every component takes: built with
+// redis.NewUniversalClient, these give a single-node client (one address), and a
+// cluster client once REDIS_URL can name several nodes.
+func (r *Reader) Redis() *redis.UniversalOptions {
 	v := r.String("REDIS_URL", DefaultRedisURL)
 	opt, err := redis.ParseURL(v)
 	if err != nil {
@@ -127,7 +130,41 @@ func (r *Reader) Redis() *redis.Options {
 	if opt.TLSConfig != nil && opt.TLSConfig.MinVersion == 0 {
 		opt.TLSConfig.MinVersion = tls.VersionTLS12
 	}
-	return opt
+	return universal(opt)
+}
+
+// universal carries every option redis.ParseURL sets over to UniversalOptions. The
+// network is not among them: a single-node client takes an address that starts with
+// '/' for a unix socket (ParseURL's unix:// addresses all do), anything else for TCP.
+func universal(o *redis.Options) *redis.UniversalOptions {
+	return &redis.UniversalOptions{
+		Addrs:                   []string{o.Addr},
+		ClientName:              o.ClientName,
+		DB:                      o.DB,
+		Protocol:                o.Protocol,
+		Username:                o.Username,
+		Password:                o.Password,
+		MaxRetries:              o.MaxRetries,
+		MinRetryBackoff:         o.MinRetryBackoff,
+		MaxRetryBackoff:         o.MaxRetryBackoff,
+		DialTimeout:             o.DialTimeout,
+		ReadTimeout:             o.ReadTimeout,
+		WriteTimeout:            o.WriteTimeout,
+		PipelineReadBufferSize:  o.PipelineReadBufferSize,
+		PipelineWriteBufferSize: o.PipelineWriteBufferSize,
+		PipelinePoolSize:        o.PipelinePoolSize,
+		PoolFIFO:                o.PoolFIFO,
+		PoolSize:                o.PoolSize,
+		MaxConcurrentDials:      o.MaxConcurrentDials,
+		PoolTimeout:             o.PoolTimeout,
+		MinIdleConns:            o.MinIdleConns,
+		MaxIdleConns:            o.MaxIdleConns,
+		MaxActiveConns:          o.MaxActiveConns,
+		ConnMaxIdleTime:         o.ConnMaxIdleTime,
+		ConnMaxLifetime:         o.ConnMaxLifetime,
+		ConnMaxLifetimeJitter:   o.ConnMaxLifetimeJitter,
+		TLSConfig:               o.TLSConfig,
+	}
 }
 
 // Namespace reads REDIS_NAMESPACE, the hash tag shared by all the pipeline's keys.
@@ -263,7 +300,7 @@ func (r *Reader) HTTPTimeouts() HTTPTimeouts {
 
 // BoundRedis bounds every Redis call made with opt by d: dialing, reading, writing,
 // and waiting for a pooled connection.
-func BoundRedis(opt *redis.Options, d time.Duration) {
+func BoundRedis(opt *redis.UniversalOptions, d time.Duration) {
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = d, d, d, d
 }
 

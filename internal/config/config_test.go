@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func env(vars map[string]string) func(string) string {
@@ -38,10 +40,17 @@ func TestRedisURL(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.url, func(t *testing.T) {
 			r := NewReader(env(map[string]string{"REDIS_URL": tc.url}))
-			opt := r.Redis()
+			uopt := r.Redis()
 			if err := r.Err(); err != nil {
 				t.Fatalf("Redis(): %v", err)
 			}
+			// One address: redis.NewUniversalClient builds a single-node client.
+			rdb, ok := redis.NewUniversalClient(uopt).(*redis.Client)
+			if !ok {
+				t.Fatalf("NewUniversalClient(Redis()) is a %T, want a single-node *redis.Client", redis.NewUniversalClient(uopt))
+			}
+			defer rdb.Close()
+			opt := rdb.Options()
 			if opt.Addr != tc.addr || opt.Network != tc.network || opt.Username != tc.user || opt.Password != tc.password || opt.DB != tc.db {
 				t.Errorf("options addr=%q network=%q user=%q password=%q db=%d, want %q %q %q %q %d",
 					opt.Addr, opt.Network, opt.Username, opt.Password, opt.DB, tc.addr, tc.network, tc.user, tc.password, tc.db)
@@ -58,6 +67,51 @@ func TestRedisURL(t *testing.T) {
 			}
 			if got := MaskURL(tc.url); got != tc.masked {
 				t.Errorf("MaskURL = %q, want %q", got, tc.masked)
+			}
+		})
+	}
+}
+
+// Every option a REDIS_URL can set (its query parameters too) reaches the client that
+// redis.NewUniversalClient builds from Redis(), as it reaches one built from
+// redis.ParseURL directly; only the protocol is RESP2 whatever the URL says.
+func TestRedisURLOptionsReachTheClient(t *testing.T) {
+	query := "?client_name=cs&max_retries=2&min_retry_backoff=3ms&max_retry_backoff=4ms&dial_timeout=5s" +
+		"&read_timeout=6s&write_timeout=7s&pool_fifo=true&pool_size=8&pool_timeout=9s&min_idle_conns=1" +
+		"&max_idle_conns=3&max_active_conns=11&max_concurrent_dials=2&pipeline_pool_size=4" +
+		"&pipeline_read_buffer_size=4096&pipeline_write_buffer_size=8192&conn_max_idle_time=12s" +
+		"&conn_max_lifetime=13s&conn_max_lifetime_jitter=1s"
+	for _, raw := range []string{
+		"redis://u:pw@10.0.0.5:6380/2" + query,
+		"rediss://u:pw@cache.example.com:6380/0" + query + "&skip_verify=true",
+		"unix://:pw@/run/redis/redis.sock" + query + "&db=3",
+		"redis://127.0.0.1:6379/0",
+	} {
+		t.Run(raw, func(t *testing.T) {
+			r := NewReader(env(map[string]string{"REDIS_URL": raw}))
+			uopt := r.Redis()
+			if err := r.Err(); err != nil {
+				t.Fatalf("Redis(): %v", err)
+			}
+			got := redis.NewUniversalClient(uopt).(*redis.Client)
+			defer got.Close()
+			direct, err := redis.ParseURL(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			direct.Protocol = 2
+			want := redis.NewClient(direct)
+			defer want.Close()
+			// Compare every option but the functions init fills in (the dialer).
+			g, w := reflect.ValueOf(*got.Options()), reflect.ValueOf(*want.Options())
+			for i := range g.NumField() {
+				f := g.Type().Field(i)
+				if f.Type.Kind() == reflect.Func || !f.IsExported() {
+					continue
+				}
+				if !reflect.DeepEqual(g.Field(i).Interface(), w.Field(i).Interface()) {
+					t.Errorf("%s = %v, want %v (as redis.ParseURL sets it)", f.Name, g.Field(i), w.Field(i))
+				}
 			}
 		})
 	}

@@ -16,9 +16,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -100,7 +100,7 @@ func Queue(ctx context.Context, pipe redis.Pipeliner, stream string) *Cmds {
 // event so far) is an empty stream without groups, not an error.
 func (c *Cmds) Result() (Stream, []Group, error) {
 	if err := c.stream.Err(); err != nil {
-		if IsNoStream(err) {
+		if generations.IsNoStream(err) {
 			return Stream{}, nil, nil
 		}
 		return Stream{}, nil, fmt.Errorf("XINFO STREAM: %w", err)
@@ -114,7 +114,7 @@ func (c *Cmds) Result() (Stream, []Group, error) {
 		s.FirstID = ""
 	}
 	if err := c.groups.Err(); err != nil {
-		if IsNoStream(err) { // deleted between the two calls
+		if generations.IsNoStream(err) { // deleted between the two calls
 			return Stream{}, nil, nil
 		}
 		return Stream{}, nil, fmt.Errorf("XINFO GROUPS: %w", err)
@@ -127,7 +127,7 @@ func (c *Cmds) Result() (Stream, []Group, error) {
 func Read(ctx context.Context, rdb redis.UniversalClient, stream string) (Stream, []Group, error) {
 	pipe := rdb.Pipeline()
 	c := Queue(ctx, pipe, stream)
-	if _, err := pipe.Exec(ctx); err != nil && !IsNoStream(err) {
+	if _, err := pipe.Exec(ctx); err != nil && !generations.IsNoStream(err) {
 		return Stream{}, nil, err
 	}
 	return c.Result()
@@ -167,10 +167,4 @@ func parseGroups(v any) ([]Group, error) {
 		groups = append(groups, g)
 	}
 	return groups, nil
-}
-
-// IsNoStream reports the error XINFO gives for a stream that does not exist yet.
-func IsNoStream(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.Contains(re.Error(), "no such key")
 }

@@ -3,8 +3,8 @@ package lag
 import (
 	"context"
 	"fmt"
-	"strings"
 
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -44,7 +44,7 @@ return {0}
 func Repair(ctx context.Context, rdb redis.Scripter, stream, group string) (repaired bool, was, now int64, err error) {
 	v, err := repairScript.Run(ctx, rdb, []string{stream}, group).Slice()
 	if err != nil {
-		if IsNoStream(err) || strings.Contains(err.Error(), "NOGROUP") {
+		if generations.IsNoStream(err) || generations.IsNoGroup(err) {
 			return false, 0, 0, nil
 		}
 		return false, 0, 0, fmt.Errorf("repair the entries-read counter of %s: %w", group, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -62,7 +63,7 @@ func (s *StreamStats) Collect(ch chan<- prometheus.Metric) {
 	// event there is no stream: XINFO fails with "no such key", and there are no groups.
 	_, err := pipe.Exec(ctx)
 	stream, groups, ierr := info.Result()
-	if ierr != nil || dlLen.Err() != nil || err != nil && !lag.IsNoStream(err) {
+	if ierr != nil || dlLen.Err() != nil || err != nil && !generations.IsNoStream(err) {
 		s.errors.Inc()
 		return
 	}

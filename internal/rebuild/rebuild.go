@@ -1,21 +1,25 @@
-package main
+// Package rebuild is `processor rebuild`: it builds every count again from the
+// checkpoint and the stream as a new generation, beside the live pipeline, and
+// switches to it in one atomic step once it has counted everything the current
+// generation has; then it removes the replaced generation's keys. With --cancel it
+// discards an unfinished rebuild. See the README, "Replay: rebuilding every count
+// from the stream", for the guarantees.
+package rebuild
 
 import (
 	"context"
 	_ "embed"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
-	"github.com/clickstream/pipeline/internal/config"
-	"github.com/clickstream/pipeline/internal/server"
+	"github.com/clickstream/pipeline/internal/aggregate"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -34,8 +38,8 @@ var switchScript = redis.NewScript(switchSource)
 // createAtCheckpointScript creates the new generation's group just after the
 // checkpoint's position (at the start of the stream when there is no checkpoint),
 // reading the position in the same step: from then on the group holds the checkpoint
-// back (fold.lua never folds what a group has not acked), so the copy of the
-// checkpoint that follows is exactly the counts of the entries the group skips.
+// back (retention's fold.lua never folds what a group has not acked), so the copy of
+// the checkpoint that follows is exactly the counts of the entries the group skips.
 var createAtCheckpointScript = redis.NewScript(`#!lua
 local pos = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
 redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[2], pos, 'MKSTREAM')
@@ -58,20 +62,28 @@ return 1
 // errCancelRequested stops a running rebuild that `rebuild --cancel` asked to stop.
 var errCancelRequested = errors.New("cancel requested")
 
-// rebuilder builds a new generation from the checkpoint and the stream and switches
+// Config is what a rebuild takes of the processor's settings.
+type Config struct {
+	Batch          int              // BATCH_SIZE: entries per read and per apply
+	RedisTimeout   time.Duration    // REDIS_TIMEOUT: bound on one Redis call
+	LockTTL        time.Duration    // REBUILD_LOCK_TTL: a killed rebuild's lock expires after this
+	StatsRetention events.Retention // STATS_RETENTION_*: how long time buckets are kept
+}
+
+// Rebuilder builds a new generation from the checkpoint and the stream and switches
 // to it. One runs at a time (the rebuild lock); its progress is in the state hash.
-type rebuilder struct {
-	rdb    *redis.Client
+type Rebuilder struct {
+	rdb    redis.UniversalClient
 	keys   events.Keys
 	cfg    Config
 	logger *slog.Logger
-	lock   *lock
+	lock   *generations.Lock
 
 	outMu sync.Mutex
 	out   io.Writer
 
 	from, target  events.GenKeys
-	applier       *Applier
+	applier       *aggregate.Applier
 	start         string       // where the next read starts: "0" (own pending) or ">"
 	replayed      atomic.Int64 // entries replayed by this run
 	appliedBefore int64        // by the runs this one resumes
@@ -81,72 +93,31 @@ type rebuilder struct {
 	cancelWork    context.CancelCauseFunc // stops the work, e.g. on a cancel request
 }
 
-// runRebuild is `processor rebuild [--cancel]`.
-func runRebuild(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("processor rebuild", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cancelFlag := fs.Bool("cancel", false, "cancel the unfinished rebuild and delete the generation it was building")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("rebuild: unexpected argument %q", fs.Arg(0))
-	}
-	b, closeRedis, err := newRebuilder(getenv, stdout, stderr)
-	if err != nil {
-		return err
-	}
-	defer closeRedis()
-	if *cancelFlag {
-		return b.cancel(ctx)
-	}
-	// A rebuild writes a whole generation of counts: not into a Redis that may evict them.
-	if err := server.NewEviction(b.rdb, b.cfg.AllowEviction, b.logger).AtStart(ctx); err != nil {
-		return err
-	}
-	return b.run(ctx)
+// New returns a Rebuilder of keys' pipeline that prints its progress to out, a line
+// at a time, and logs retries to logger.
+func New(rdb redis.UniversalClient, keys events.Keys, cfg Config, out io.Writer, logger *slog.Logger) *Rebuilder {
+	return &Rebuilder{rdb: rdb, keys: keys, cfg: cfg, out: out, start: "0", logger: logger,
+		lock: generations.NewLock(rdb, keys.RebuildLock(), generations.HolderName(), cfg.LockTTL)}
 }
 
-func newRebuilder(getenv func(string) string, stdout, stderr io.Writer) (*rebuilder, func() error, error) {
-	r := config.NewReader(getenv)
-	logger := r.Logger(stderr)
-	cfg := readConfig(r)
-	ropt := r.Redis()
-	if err := r.Err(); err != nil {
-		return nil, nil, err
-	}
-	ropt.ReadTimeout = cfg.RedisTimeout
-	ropt.WriteTimeout = cfg.RedisTimeout
-	ropt.DialTimeout = cfg.RedisTimeout
-	rdb := redis.NewClient(ropt)
-	keys := events.NewKeys(cfg.Namespace)
-	b := &rebuilder{rdb: rdb, keys: keys, cfg: cfg, out: stdout, start: "0",
-		logger: logger.With("stream", keys.Stream()),
-		lock:   &lock{rdb: rdb, key: keys.RebuildLock(), holder: holderName(), ttl: cfg.LockTTL}}
-	return b, rdb.Close, nil
-}
-
-func (b *rebuilder) printf(format string, args ...any) {
+func (b *Rebuilder) printf(format string, args ...any) {
 	b.outMu.Lock()
 	defer b.outMu.Unlock()
 	fmt.Fprintf(b.out, format+"\n", args...)
 }
 
 // rctx bounds one Redis call.
-func (b *rebuilder) rctx(ctx context.Context) (context.Context, context.CancelFunc) {
+func (b *Rebuilder) rctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, b.cfg.RedisTimeout)
 }
 
 // acquire takes the rebuild lock and keeps it until the returned context ends. The
-// context is cancelled (with errLockLost) if the lock is lost.
-func (b *rebuilder) acquire(ctx context.Context) (context.Context, func(), error) {
+// context is cancelled (with generations.ErrLost) if the lock is lost.
+func (b *Rebuilder) acquire(ctx context.Context) (context.Context, func(), error) {
 	lctx, cancel := b.rctx(ctx)
-	holder, err := b.lock.acquire(lctx)
+	holder, err := b.lock.Acquire(lctx)
 	cancel()
-	if errors.Is(err, errLockHeld) {
+	if errors.Is(err, generations.ErrHeld) {
 		return nil, nil, fmt.Errorf("refused: another rebuild is running (lock %s held by %s); "+
 			"wait for it to finish, or stop it with `processor rebuild --cancel`", b.keys.RebuildLock(), holder)
 	}
@@ -155,63 +126,39 @@ func (b *rebuilder) acquire(ctx context.Context) (context.Context, func(), error
 	}
 	work, cancelWork := context.WithCancelCause(ctx)
 	b.cancelWork = cancelWork
-	go b.lock.keep(work, cancelWork)
+	kept := make(chan struct{})
+	go func() { defer close(kept); b.lock.Keep(work, cancelWork) }()
 	return work, func() {
 		cancelWork(nil)
+		<-kept
 		rctx, cancel := b.rctx(context.Background())
 		defer cancel()
-		b.lock.release(rctx)
+		b.lock.Release(rctx)
 	}, nil
 }
 
-// rebuildState is what the state hash says.
-type rebuildState struct {
-	state        string
-	target, from int64
-	seeded       bool
-	applied      int64
-}
-
-func (b *rebuilder) readState(ctx context.Context) (rebuildState, int64, error) {
+// readState returns the state hash and the current generation.
+func (b *Rebuilder) readState(ctx context.Context) (generations.Rebuild, int64, error) {
 	ctx, cancel := b.rctx(ctx)
 	defer cancel()
 	pipe := b.rdb.Pipeline()
-	h := pipe.HGetAll(ctx, b.keys.RebuildState())
-	ptr := pipe.Get(ctx, b.keys.Generation())
+	rc := generations.QueueRebuild(ctx, pipe, b.keys)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return rebuildState{}, 0, err
+		return generations.Rebuild{}, 0, err
 	}
-	cur, err := events.ParseGeneration(ptr.Val())
-	if err != nil {
-		return rebuildState{}, 0, err
-	}
-	m := h.Val()
-	st := rebuildState{state: m[events.RebuildFieldState], seeded: m[events.RebuildFieldSeeded] == "1"}
-	st.target, _ = strconv.ParseInt(m[events.RebuildFieldTarget], 10, 64)
-	st.from, _ = strconv.ParseInt(m[events.RebuildFieldFrom], 10, 64)
-	st.applied, _ = strconv.ParseInt(m[events.RebuildFieldApplied], 10, 64)
-	return st, cur, nil
+	return rc.Result()
 }
 
-// unfinished reports whether st is a rebuild that has not switched yet.
-func (st rebuildState) unfinished(cur int64) bool {
-	switch st.state {
-	case events.RebuildStateBuilding, events.RebuildStateSwitching, events.RebuildStateFailed:
-		return st.target > cur
-	}
-	return false
-}
-
-func (b *rebuilder) setState(ctx context.Context, kv ...any) error {
+func (b *Rebuilder) setState(ctx context.Context, kv ...any) error {
 	ctx, cancel := b.rctx(ctx)
 	defer cancel()
 	kv = append(kv, events.RebuildFieldUpdated, time.Now().UTC().Format(time.RFC3339Nano))
 	return b.rdb.HSet(ctx, b.keys.RebuildState(), kv...).Err()
 }
 
-// run is `processor rebuild`: start a rebuild, or resume an unfinished one, or finish
+// Run is `processor rebuild`: start a rebuild, or resume an unfinished one, or finish
 // the cleanup of one that was killed after its switch.
-func (b *rebuilder) run(ctx context.Context) error {
+func (b *Rebuilder) Run(ctx context.Context) error {
 	work, release, err := b.acquire(ctx)
 	if err != nil {
 		return err
@@ -219,7 +166,7 @@ func (b *rebuilder) run(ctx context.Context) error {
 	defer release()
 	// We hold the lock, so a pause key can only be left by a rebuild that died while
 	// switching: lift it now rather than let processors wait for it to expire.
-	if err := b.del(work, b.keys.Pause()); err != nil {
+	if err := b.resume(work); err != nil {
 		return err
 	}
 	st, cur, err := b.readState(work)
@@ -228,16 +175,16 @@ func (b *rebuilder) run(ctx context.Context) error {
 	}
 	b.began = time.Now()
 	switch {
-	case st.state == events.RebuildStateCleanup:
-		b.from, b.target = b.keys.Gen(st.from), b.keys.Gen(st.target)
+	case st.State == events.RebuildStateCleanup:
+		b.from, b.target = b.keys.Gen(st.From), b.keys.Gen(st.Target)
 		b.switched.Store(true)
-		b.printf("rebuild: generation %d is current; finishing the removal of generation %d", cur, st.from)
+		b.printf("rebuild: generation %d is current; finishing the removal of generation %d", cur, st.From)
 		return b.finish(work)
-	case st.unfinished(cur):
-		b.from, b.target = b.keys.Gen(cur), b.keys.Gen(st.target)
-		b.appliedBefore = st.applied
-		b.printf("rebuild: resuming the rebuild of generation %d (%s; generation %d is current)", st.target, st.state, cur)
-		if !st.seeded {
+	case st.Unfinished(cur):
+		b.from, b.target = b.keys.Gen(cur), b.keys.Gen(st.Target)
+		b.appliedBefore = st.Applied
+		b.printf("rebuild: resuming the rebuild of generation %d (%s; generation %d is current)", st.Target, st.State, cur)
+		if !st.Seeded {
 			b.appliedBefore = 0
 		}
 		if err := b.setState(work, events.RebuildFieldState, events.RebuildStateBuilding, events.RebuildFieldError, ""); err != nil {
@@ -259,14 +206,14 @@ func (b *rebuilder) run(ctx context.Context) error {
 			return err
 		}
 		b.printf("rebuild: building generation %d from the checkpoint and the stream; generation %d stays current meanwhile", b.target.Number, cur)
-		st.seeded = false
+		st.Seeded = false
 	}
-	b.applier = NewApplier(b.rdb, b.keys, b.target, rebuildConsumer, b.cfg.StatsRetention)
+	b.applier = aggregate.NewApplier(b.rdb, b.keys, b.target, rebuildConsumer, b.cfg.StatsRetention)
 
 	pctx, stopProgress := context.WithCancel(work)
 	progressDone := make(chan struct{})
 	go func() { defer close(progressDone); b.progress(pctx) }()
-	err = b.build(work, st.seeded)
+	err = b.build(work, st.Seeded)
 	if err == nil {
 		err = b.finish(work)
 	}
@@ -278,8 +225,8 @@ func (b *rebuilder) run(ctx context.Context) error {
 	// Stopped before the switch (or the switch failed): record why, and lift the pause.
 	bg := context.Background()
 	cause := context.Cause(work)
-	if b.pausing.Load() && !errors.Is(cause, errLockLost) {
-		b.del(bg, b.keys.Pause())
+	if b.pausing.Load() && !errors.Is(cause, generations.ErrLost) {
+		b.resume(bg)
 	}
 	switch {
 	case b.switched.Load():
@@ -287,7 +234,7 @@ func (b *rebuilder) run(ctx context.Context) error {
 			b.target.Number, b.from.Number, err)
 	case errors.Is(cause, errCancelRequested):
 		return b.discard(bg, b.target.Number, "cancelled on request")
-	case errors.Is(cause, errLockLost):
+	case errors.Is(cause, generations.ErrLost):
 		return fmt.Errorf("rebuild of generation %d stopped: %w", b.target.Number, cause)
 	case ctx.Err() != nil:
 		err = errors.New("interrupted; run `processor rebuild` again to resume, or `processor rebuild --cancel`")
@@ -296,15 +243,16 @@ func (b *rebuilder) run(ctx context.Context) error {
 	return fmt.Errorf("rebuild of generation %d: %w", b.target.Number, err)
 }
 
-func (b *rebuilder) del(ctx context.Context, keys ...string) error {
+// resume lifts the processors' pause.
+func (b *Rebuilder) resume(ctx context.Context) error {
 	ctx, cancel := b.rctx(ctx)
 	defer cancel()
-	return b.rdb.Del(ctx, keys...).Err()
+	return generations.Resume(ctx, b.rdb, b.keys)
 }
 
 // build seeds the new generation (unless a killed run did), replays the stream into
 // it until it has caught up, and switches.
-func (b *rebuilder) build(ctx context.Context, seeded bool) error {
+func (b *Rebuilder) build(ctx context.Context, seeded bool) error {
 	if !seeded {
 		if err := b.seed(ctx); err != nil {
 			return fmt.Errorf("seed generation %d: %w", b.target.Number, err)
@@ -320,7 +268,7 @@ func (b *rebuilder) build(ctx context.Context, seeded bool) error {
 	}
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := b.rctx(ctx)
-		err := b.rdb.Set(pctx, b.keys.Pause(), b.lock.holder, 2*b.cfg.LockTTL).Err()
+		err := generations.Pause(pctx, b.rdb, b.keys, b.lock.Holder(), 2*b.cfg.LockTTL)
 		cancel()
 		if err != nil {
 			return err
@@ -340,7 +288,7 @@ func (b *rebuilder) build(ctx context.Context, seeded bool) error {
 // switchOnce runs the switch script. Its context is not the work context: a call
 // abandoned half-way could still switch after this process had concluded that it did
 // not. If the answer is lost anyway, the state hash tells a re-run what happened.
-func (b *rebuilder) switchOnce(ctx context.Context) (done bool, reason string, err error) {
+func (b *Rebuilder) switchOnce(ctx context.Context) (done bool, reason string, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, "", err
 	}
@@ -382,11 +330,11 @@ func orNone(id string) string {
 // seed starts the new generation from nothing but the checkpoint: any group or keys
 // an earlier attempt left are removed, the group is created just after the
 // checkpoint, and the checkpoint's hashes and ranking are copied in.
-func (b *rebuilder) seed(ctx context.Context) error {
+func (b *Rebuilder) seed(ctx context.Context) error {
 	dctx, cancel := b.rctx(ctx)
 	err := b.rdb.XGroupDestroy(dctx, b.keys.Stream(), b.target.Group()).Err()
 	cancel()
-	if err != nil && !isNoGroup(err) && !isNoStream(err) {
+	if err != nil && !generations.IsNoGroup(err) && !generations.IsNoStream(err) {
 		return err
 	}
 	if _, err := b.unlinkAll(ctx, b.target.Pattern()); err != nil {
@@ -426,8 +374,8 @@ func (b *rebuilder) seed(ctx context.Context) error {
 // replay reads the new group and applies what it reads until a read comes back short
 // (the end of the stream as it was then). Reading the next batch overlaps applying
 // this one, as in the processor.
-func (b *rebuilder) replay(ctx context.Context) error {
-	batches := make(chan []Entry, 1)
+func (b *Rebuilder) replay(ctx context.Context) error {
+	batches := make(chan []aggregate.Entry, 1)
 	readErr := make(chan error, 1)
 	rctx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
@@ -450,7 +398,7 @@ func (b *rebuilder) replay(ctx context.Context) error {
 	return <-readErr
 }
 
-func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
+func (b *Rebuilder) read(ctx context.Context, out chan<- []aggregate.Entry) error {
 	backoff := newBackoff()
 	for {
 		if err := ctx.Err(); err != nil {
@@ -469,7 +417,7 @@ func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
 		switch {
 		case errors.Is(err, redis.Nil):
 		case err != nil:
-			if isNoGroup(err) || ctx.Err() != nil {
+			if generations.IsNoGroup(err) || ctx.Err() != nil {
 				return fmt.Errorf("read %s: %w", b.target.Group(), err)
 			}
 			b.logger.Warn("read failed; will retry", "group", b.target.Group(), "start_id", b.start, "err", err)
@@ -488,7 +436,7 @@ func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
 		}
 		if len(msgs) > 0 {
 			select {
-			case out <- decodeMessages(msgs):
+			case out <- aggregate.Decode(msgs):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -503,7 +451,7 @@ func (b *rebuilder) read(ctx context.Context, out chan<- []Entry) error {
 }
 
 // apply applies one batch, retrying what Redis failed: a retry is always safe.
-func (b *rebuilder) apply(ctx context.Context, batch []Entry) error {
+func (b *Rebuilder) apply(ctx context.Context, batch []aggregate.Entry) error {
 	backoff := newBackoff()
 	for {
 		actx, cancel := b.rctx(ctx)
@@ -513,7 +461,7 @@ func (b *rebuilder) apply(ctx context.Context, batch []Entry) error {
 			b.replayed.Add(int64(len(batch)))
 			return nil
 		}
-		if isNoGroup(err) || ctx.Err() != nil {
+		if generations.IsNoGroup(err) || ctx.Err() != nil {
 			return err
 		}
 		b.logger.Warn("apply failed; will retry", "group", b.target.Group(),
@@ -523,7 +471,7 @@ func (b *rebuilder) apply(ctx context.Context, batch []Entry) error {
 }
 
 // finish removes the old generation's keys and records the rebuild as done.
-func (b *rebuilder) finish(ctx context.Context) error {
+func (b *Rebuilder) finish(ctx context.Context) error {
 	replayed, took := b.replayed.Load(), time.Since(b.began)
 	began := time.Now()
 	n, err := b.unlinkAll(ctx, b.from.Pattern(), b.from.ClaimEpoch())
@@ -539,4 +487,25 @@ func (b *rebuilder) finish(ctx context.Context) error {
 	b.printf("rebuild: done: generation %d is current; this run replayed %d entries in %v (%.0f entries/s)",
 		b.target.Number, replayed, took.Round(time.Millisecond), rate)
 	return nil
+}
+
+// backoff is the wait between retries of a failed read or apply: 50 ms, doubling up
+// to 2 s, reset by a success.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 50 * time.Millisecond} }
+
+func (b *backoff) reset() { b.d = 50 * time.Millisecond }
+
+// wait sleeps for the current delay or until done is closed.
+func (b *backoff) wait(done <-chan struct{}) {
+	t := time.NewTimer(b.d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-done:
+	}
+	if b.d < 2*time.Second {
+		b.d *= 2
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package generations
 
 import (
 	"context"
@@ -12,23 +12,32 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// lock is a lease in one Redis key: SET NX with an expiry that its holder refreshes.
+// Lock is a lease in one Redis key: SET NX with an expiry that its holder refreshes.
 // A holder that dies stops refreshing, and the lease expires after ttl. The value
 // names the holder, so that only the holder refreshes or releases it, and a refused
-// caller can say who holds it.
-type lock struct {
+// caller can say who holds it. The rebuild lock keeps a second rebuild out; the
+// retention lock lets one processor at a time trim.
+type Lock struct {
 	rdb    redis.UniversalClient
 	key    string
 	holder string
 	ttl    time.Duration
 }
 
-// errLockHeld is returned by acquire when another holder has the lock.
-var errLockHeld = errors.New("lock held")
+// NewLock returns the lock in key, taken as holder (see HolderName) for ttl at a time.
+func NewLock(rdb redis.UniversalClient, key, holder string, ttl time.Duration) *Lock {
+	return &Lock{rdb: rdb, key: key, holder: holder, ttl: ttl}
+}
 
-// holderName names this process: host, pid and a random suffix, so that a restarted
+// ErrHeld is returned by Acquire when another holder has the lock.
+var ErrHeld = errors.New("lock held")
+
+// ErrLost cancels work whose lock expired under it.
+var ErrLost = errors.New("lost the lock (it expired: was this process frozen, or Redis unreachable?)")
+
+// HolderName names this process: host, pid and a random suffix, so that a restarted
 // process with a reused pid is still someone else.
-func holderName() string {
+func HolderName() string {
 	host, err := os.Hostname()
 	if err != nil {
 		host = "unknown-host"
@@ -38,8 +47,11 @@ func holderName() string {
 	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
-// acquire takes the lock, or returns errLockHeld and the current holder.
-func (l *lock) acquire(ctx context.Context) (holder string, err error) {
+// Holder is the name this Lock takes the lock as.
+func (l *Lock) Holder() string { return l.holder }
+
+// Acquire takes the lock, or returns ErrHeld and the current holder.
+func (l *Lock) Acquire(ctx context.Context) (holder string, err error) {
 	ok, err := l.rdb.SetNX(ctx, l.key, l.holder, l.ttl).Result()
 	if err != nil {
 		return "", err
@@ -49,12 +61,12 @@ func (l *lock) acquire(ctx context.Context) (holder string, err error) {
 	}
 	holder, err = l.rdb.Get(ctx, l.key).Result()
 	if errors.Is(err, redis.Nil) { // expired just now
-		return l.acquire(ctx)
+		return l.Acquire(ctx)
 	}
 	if err != nil {
 		return "", err
 	}
-	return holder, errLockHeld
+	return holder, ErrHeld
 }
 
 var refreshScript = redis.NewScript(`#!lua
@@ -67,24 +79,21 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 `)
 
-// refresh extends the lease; false means it was lost (it expired and someone else may
+// Refresh extends the lease; false means it was lost (it expired and someone else may
 // hold it now).
-func (l *lock) refresh(ctx context.Context) (bool, error) {
+func (l *Lock) Refresh(ctx context.Context) (bool, error) {
 	n, err := refreshScript.Run(ctx, l.rdb, []string{l.key}, l.holder, l.ttl.Milliseconds()).Int()
 	return n == 1, err
 }
 
-// release gives the lock up if this holder still has it.
-func (l *lock) release(ctx context.Context) error {
+// Release gives the lock up if this holder still has it.
+func (l *Lock) Release(ctx context.Context) error {
 	return releaseScript.Run(ctx, l.rdb, []string{l.key}, l.holder).Err()
 }
 
-// errLockLost cancels work whose lock expired under it.
-var errLockLost = errors.New("lost the lock (it expired: was this process frozen, or Redis unreachable?)")
-
-// keep refreshes the lock every ttl/5 until ctx ends, and cancels ctx with errLockLost
+// Keep refreshes the lock every ttl/5 until ctx ends, and cancels ctx with ErrLost
 // if the lock is lost, so that the work it guards stops.
-func (l *lock) keep(ctx context.Context, cancel context.CancelCauseFunc) {
+func (l *Lock) Keep(ctx context.Context, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(l.ttl / 5)
 	defer t.Stop()
 	failures := 0
@@ -95,16 +104,16 @@ func (l *lock) keep(ctx context.Context, cancel context.CancelCauseFunc) {
 		case <-t.C:
 		}
 		rctx, rcancel := context.WithTimeout(ctx, l.ttl/5)
-		ok, err := l.refresh(rctx)
+		ok, err := l.Refresh(rctx)
 		rcancel()
 		switch {
 		case err == nil && !ok:
-			cancel(errLockLost)
+			cancel(ErrLost)
 			return
 		case err != nil:
 			// Redis did not answer: the lease may still be valid; give up once it cannot be.
 			if failures++; failures >= 4 {
-				cancel(fmt.Errorf("%w: %v", errLockLost, err))
+				cancel(fmt.Errorf("%w: %v", ErrLost, err))
 				return
 			}
 		default:

@@ -1,4 +1,4 @@
-package main
+package aggregate
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
-	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -16,10 +15,10 @@ var applySource string
 
 // applyScript checks, acks and applies a batch in one call; see apply.lua for why that
 // makes redelivery harmless.
-var applyScript = aggregate.NewScript(applySource)
+var applyScript = NewScript(applySource)
 
-// Entry is a stream entry as the processor sees it: decoded, or with the reason it
-// could not be.
+// Entry is a stream entry as the processor and a rebuild see it: decoded, or with the
+// reason it could not be.
 type Entry struct {
 	ID     string
 	Event  events.Event
@@ -27,15 +26,39 @@ type Entry struct {
 	Fields []string // the raw field/value pairs, kept for the dead-letter stream
 }
 
-// Applier sums a batch's increments per key and applies them with one script call.
-// An Applier is used by one goroutine at a time; it reuses its buffers between batches.
+// Decode turns the messages of a read or a claim into entries. An entry trimmed from
+// the stream while it was pending comes back with no fields: it has nothing to count
+// and is acked. (Retention never trims an entry that is pending, see the processor's
+// Retention.)
+func Decode(msgs []redis.XMessage) []Entry {
+	batch := make([]Entry, len(msgs))
+	kv := make([]string, 0, 12)
+	for i, m := range msgs {
+		kv = kv[:0]
+		for k, v := range m.Values {
+			s, _ := v.(string)
+			kv = append(kv, k, s)
+		}
+		batch[i].ID = m.ID
+		batch[i].Event, batch[i].Bad = events.DecodeEntry(kv)
+		if batch[i].Bad != nil {
+			batch[i].Fields = append([]string(nil), kv...)
+		}
+	}
+	return batch
+}
+
+// Applier sums a batch's increments per key and applies them with one script call,
+// acking the batch in the same step: the processor's live apply and a rebuild's replay
+// are both an Applier, each as its consumer of its generation's group. An Applier is
+// used by one goroutine at a time; it reuses its buffers between batches.
 type Applier struct {
 	rdb      redis.UniversalClient
 	keys     events.Keys
 	gen      events.GenKeys
 	consumer string
 
-	inc   *aggregate.Increments
+	inc   *Increments
 	now   func() time.Time // which time buckets still exist
 	kargs []string
 	argv  []any
@@ -44,7 +67,7 @@ type Applier struct {
 // NewApplier returns an Applier for one generation of aggregates, acting as consumer,
 // whose time buckets are kept for keep.
 func NewApplier(rdb redis.UniversalClient, keys events.Keys, gen events.GenKeys, consumer string, keep events.Retention) *Applier {
-	return &Applier{rdb: rdb, keys: keys, gen: gen, consumer: consumer, inc: aggregate.NewIncrements(gen, keep), now: time.Now}
+	return &Applier{rdb: rdb, keys: keys, gen: gen, consumer: consumer, inc: NewIncrements(gen, keep), now: time.Now}
 }
 
 // Apply acks every entry of batch and adds the increments of those that were still

@@ -1,9 +1,12 @@
-package main
+// Package recount is `processor recount`: it counts a window of the stream straight
+// from the entries, through the same aggregate.Totals as every other path, and prints
+// the totals per event type, overall, for one user or product, and per bucket of event
+// time. It writes nothing, so it can audit what the aggregates and the statistics API
+// say.
+package recount
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"regexp"
@@ -14,86 +17,50 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/aggregate"
-	"github.com/clickstream/pipeline/internal/config"
 	"github.com/redis/go-redis/v9"
 )
 
-// runRecount is `processor recount`: it counts a window of the stream straight from
-// the entries and prints the totals per event type, overall and for one user or
-// product. It writes nothing.
-func runRecount(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("processor recount", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	from := fs.String("from", "", "start of the window, inclusive: an RFC 3339 time or a stream id (default: the oldest entry)")
-	to := fs.String("to", "", "end of the window, exclusive: an RFC 3339 time or a stream id (default: the newest entry, included)")
-	user := fs.String("user", "", "also show this user's totals")
-	product := fs.String("product", "", "also show this product's totals")
-	interval := fs.String("interval", "", "also print totals per minute, hour or day bucket of event time (of the --user's or --product's events when given), as the statistics API reports them")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("recount: unexpected argument %q", fs.Arg(0))
-	}
+// Query is what to count.
+type Query struct {
+	// From and To select entries by the time ingest received them, as stream ids (see
+	// ParseBound): From is inclusive, To exclusive; "" leaves that end open.
+	From, To string
+	User     string             // also count this user's events; "" for none
+	Product  string             // also count this product's events; "" for none
+	Interval *events.Resolution // also count per bucket of event time (of the User's or Product's events, when given)
+}
+
+// Run counts the entries of keys' stream that q selects and prints the totals to w.
+// timeout bounds each Redis call. Entries trimmed by retention are only in the
+// checkpoint, which has no times, so Run counts what the stream still holds, and
+// says so when the window reaches back past the checkpoint.
+func Run(ctx context.Context, rdb redis.UniversalClient, keys events.Keys, q Query, timeout time.Duration, w io.Writer) error {
 	start, end := "-", "+"
-	if *from != "" {
-		id, err := windowBound(*from)
-		if err != nil {
-			return fmt.Errorf("recount: --from: %w", err)
-		}
-		start = id
+	if q.From != "" {
+		start = q.From
 	}
-	if *to != "" {
-		id, err := windowBound(*to)
-		if err != nil {
-			return fmt.Errorf("recount: --to: %w", err)
-		}
-		end = "(" + id
+	if q.To != "" {
+		end = "(" + q.To
 	}
-	for _, f := range []struct{ name, v string }{{"--user", *user}, {"--product", *product}} {
-		if f.v != "" && !events.ValidID(f.v) {
-			return fmt.Errorf("recount: %s: %s", f.name, events.IDRule)
-		}
+	rc := recount{user: q.User, product: q.Product, interval: q.Interval}
+	if q.Interval != nil {
+		rc.buckets = map[int64]*bucketCount{}
 	}
-	rc := recount{user: *user, product: *product}
-	if *interval != "" {
-		res, ok := events.ParseResolution(*interval)
-		if !ok {
-			return fmt.Errorf("recount: --interval: must be minute, hour or day")
-		}
-		rc.interval, rc.buckets = &res, map[int64]*bucketCount{}
-	}
-
-	r := config.NewReader(getenv)
-	cfg := readConfig(r)
-	ropt := r.Redis()
-	if err := r.Err(); err != nil {
-		return err
-	}
-	ropt.ReadTimeout = cfg.RedisTimeout
-	rdb := redis.NewClient(ropt)
-	defer rdb.Close()
-	keys := events.NewKeys(cfg.Namespace)
-
 	began := time.Now()
-	if err := rc.count(ctx, rdb, keys.Stream(), start, end, cfg.RedisTimeout); err != nil {
+	if err := rc.count(ctx, rdb, keys.Stream(), start, end, timeout); err != nil {
 		return err
 	}
-	if err := rc.print(stdout, keys, start, end, time.Since(began)); err != nil {
+	if err := rc.print(w, keys, start, end, time.Since(began)); err != nil {
 		return err
 	}
-	// Entries that retention trimmed are only in the checkpoint, which has no times.
-	cctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ck, err := rdb.HGetAll(cctx, keys.CheckpointInfo()).Result()
 	if err != nil {
 		return err
 	}
 	if pos := ck[events.CheckpointFieldPosition]; pos != "" && (start == "-" || events.CompareIDs(start, pos) <= 0) {
-		fmt.Fprintf(stdout, "note: the window reaches before %s: %s entries up to there were trimmed by retention and are not in this count (the checkpoint holds their totals)\n",
+		fmt.Fprintf(w, "note: the window reaches before %s: %s entries up to there were trimmed by retention and are not in this count (the checkpoint holds their totals)\n",
 			events.NextID(pos), ck[events.CheckpointFieldEntries])
 	}
 	return nil
@@ -101,9 +68,9 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 
 var streamID = regexp.MustCompile(`^[0-9]{1,20}(-[0-9]{1,20})?$`)
 
-// windowBound turns an RFC 3339 time or a stream id into a stream id: a time is the
-// first id of its millisecond.
-func windowBound(v string) (string, error) {
+// ParseBound turns an RFC 3339 time or a stream id into a stream id, for a Query's
+// From or To: a time is the first id of its millisecond.
+func ParseBound(v string) (string, error) {
 	if streamID.MatchString(v) {
 		if !strings.Contains(v, "-") {
 			v += "-0"
@@ -151,7 +118,7 @@ type bucketCount struct {
 // recountChunk is how many entries one XRANGE returns.
 const recountChunk = 10_000
 
-func (rc *recount) count(ctx context.Context, rdb *redis.Client, stream, start, end string, timeout time.Duration) error {
+func (rc *recount) count(ctx context.Context, rdb redis.UniversalClient, stream, start, end string, timeout time.Duration) error {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		msgs, err := rdb.XRangeN(cctx, stream, start, end, recountChunk).Result()
@@ -159,7 +126,7 @@ func (rc *recount) count(ctx context.Context, rdb *redis.Client, stream, start, 
 		if err != nil {
 			return fmt.Errorf("XRANGE %s %s %s: %w", stream, start, end, err)
 		}
-		for _, e := range decodeMessages(msgs) {
+		for _, e := range aggregate.Decode(msgs) {
 			rc.entries++
 			if rc.first == "" {
 				rc.first = e.ID

@@ -1,4 +1,4 @@
-package main
+package rebuild
 
 import (
 	"context"
@@ -7,17 +7,18 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 )
 
-// cancel is `processor rebuild --cancel`: it deletes the generation an unfinished
+// Cancel is `processor rebuild --cancel`: it deletes the generation an unfinished
 // rebuild was building. If a rebuild is running, it asks it to stop (through the state
 // hash) and waits; the running rebuild deletes its generation itself.
-func (b *rebuilder) cancel(ctx context.Context) error {
+func (b *Rebuilder) Cancel(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		lctx, cancel := b.rctx(ctx)
-		holder, err := b.lock.acquire(lctx)
+		holder, err := b.lock.Acquire(lctx)
 		cancel()
-		if errors.Is(err, errLockHeld) && attempt == 0 {
+		if errors.Is(err, generations.ErrHeld) && attempt == 0 {
 			if err := b.requestCancel(ctx, holder); err != nil {
 				return err
 			}
@@ -25,7 +26,7 @@ func (b *rebuilder) cancel(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			switch st.state {
+			switch st.State {
 			case events.RebuildStateCancelled:
 				b.printf("rebuild: cancelled; generation %d stays current", cur)
 				return nil
@@ -34,7 +35,7 @@ func (b *rebuilder) cancel(ctx context.Context) error {
 			}
 			continue // the holder died without acting on the request: cancel it here
 		}
-		if errors.Is(err, errLockHeld) {
+		if errors.Is(err, generations.ErrHeld) {
 			return fmt.Errorf("refused: a rebuild is running (lock %s held by %s)", b.keys.RebuildLock(), holder)
 		}
 		if err != nil {
@@ -45,29 +46,29 @@ func (b *rebuilder) cancel(ctx context.Context) error {
 	defer func() {
 		rctx, cancel := b.rctx(context.Background())
 		defer cancel()
-		b.lock.release(rctx)
+		b.lock.Release(rctx)
 	}()
 	st, cur, err := b.readState(ctx)
 	if err != nil {
 		return err
 	}
-	if !st.unfinished(cur) {
-		state := st.state
+	if !st.Unfinished(cur) {
+		state := st.State
 		if state == "" {
 			state = "idle"
 		}
 		b.printf("rebuild: nothing to cancel (%s); generation %d is current", state, cur)
-		if st.state == events.RebuildStateCleanup {
-			b.printf("rebuild: the removal of generation %d is unfinished: run `processor rebuild` to finish it", st.from)
+		if st.State == events.RebuildStateCleanup {
+			b.printf("rebuild: the removal of generation %d is unfinished: run `processor rebuild` to finish it", st.From)
 		}
 		return nil
 	}
 	b.from = b.keys.Gen(cur)
-	return b.discard(ctx, st.target, "cancelled")
+	return b.discard(ctx, st.Target, "cancelled")
 }
 
 // requestCancel asks the running rebuild to stop and waits until its lock is gone.
-func (b *rebuilder) requestCancel(ctx context.Context, holder string) error {
+func (b *Rebuilder) requestCancel(ctx context.Context, holder string) error {
 	if err := b.setState(ctx, events.RebuildFieldCancel, 1); err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ func (b *rebuilder) requestCancel(ctx context.Context, holder string) error {
 // discard deletes the unfinished generation target: its group first, in a script that
 // refuses if target is current (so that nothing can write it or switch to it any
 // more), then its keys.
-func (b *rebuilder) discard(ctx context.Context, target int64, why string) error {
+func (b *Rebuilder) discard(ctx context.Context, target int64, why string) error {
 	gen := b.keys.Gen(target)
 	dctx, cancel := b.rctx(ctx)
 	err := discardScript.Run(dctx, b.rdb,

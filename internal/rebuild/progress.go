@@ -1,4 +1,4 @@
-package main
+package rebuild
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/redis/go-redis/v9"
 )
@@ -14,7 +15,7 @@ import (
 // progress prints a progress line and records it in the state hash at once and then
 // every second, and stops the work when `rebuild --cancel` asks it to (before the switch
 // only).
-func (b *rebuilder) progress(ctx context.Context) {
+func (b *Rebuilder) progress(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last, lastAt := b.replayed.Load(), time.Now()
@@ -50,7 +51,7 @@ func (b *rebuilder) progress(ctx context.Context) {
 }
 
 // report prints one progress line and records it in the state hash.
-func (b *rebuilder) report(ctx context.Context, length, remaining int64, rate float64) {
+func (b *Rebuilder) report(ctx context.Context, length, remaining int64, rate float64) {
 	state := events.RebuildStateBuilding
 	if b.pausing.Load() {
 		state = events.RebuildStateSwitching
@@ -83,13 +84,13 @@ func (b *rebuilder) report(ctx context.Context, length, remaining int64, rate fl
 
 // measure returns the stream's length, how many entries the new group has yet to be
 // delivered (-1 if unknown), and whether a cancel was requested.
-func (b *rebuilder) measure(ctx context.Context) (length, remaining int64, cancelReq bool, err error) {
+func (b *Rebuilder) measure(ctx context.Context) (length, remaining int64, cancelReq bool, err error) {
 	ctx, cancel := b.rctx(ctx)
 	defer cancel()
 	pipe := b.rdb.Pipeline()
 	info := lag.Queue(ctx, pipe, b.keys.Stream())
 	req := pipe.HGet(ctx, b.keys.RebuildState(), events.RebuildFieldCancel)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !lag.IsNoStream(err) {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !generations.IsNoStream(err) {
 		return 0, 0, false, err
 	}
 	s, groups, err := info.Result()
