@@ -319,5 +319,3 @@ func TestSegmentRedisDown(t *testing.T) {
 		t.Errorf("stream length %d, want 2", n)
 	}
 }
-
-
