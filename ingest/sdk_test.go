@@ -70,6 +70,7 @@ func newSDK(t *testing.T, svc *ingestUnderTest, endpoint, key string, batchSize 
 // in between; want is the totals it must come to per user and per product.
 type sdkTraffic struct {
 	msgs          []analytics.Message
+	calls         []nodeCall // the same calls, as analytics-node takes them
 	counted       int
 	users, prods  map[string]aggregate.Totals
 	userOf        func(i int) string
@@ -86,25 +87,34 @@ func newSDKTraffic(n, invalidAt int) *sdkTraffic {
 			props = analytics.NewProperties().Set("price", 1)
 		}
 		var ev *events.Event
+		track := func(name string) {
+			tr.msgs = append(tr.msgs, analytics.Track{UserId: user, Event: name, Properties: props})
+			tr.calls = append(tr.calls, nodeCall{"track", map[string]any{"userId": user, "event": name, "properties": props}})
+		}
 		switch i % 6 {
 		case 0:
-			tr.msgs = append(tr.msgs, analytics.Track{UserId: user, Event: "Product Clicked", Properties: props})
+			track("Product Clicked")
 			ev = &events.Event{Type: events.Click}
 		case 1:
 			tr.msgs = append(tr.msgs, analytics.Page{UserId: user, Name: "Product", Properties: props})
+			tr.calls = append(tr.calls, nodeCall{"page", map[string]any{"userId": user, "name": "Product", "properties": props}})
 			ev = &events.Event{Type: events.PageView}
 		case 2:
-			tr.msgs = append(tr.msgs, analytics.Track{UserId: user, Event: "Product Dwelled", Properties: props.Set("duration_ms", 100+i)})
+			props.Set("duration_ms", 100+i)
+			track("Product Dwelled")
 			ev = &events.Event{Type: events.Dwell, DurationMs: int64(100 + i)}
 		case 3:
 			tr.msgs = append(tr.msgs, analytics.Screen{UserId: user, Name: "Product", Properties: props})
+			tr.calls = append(tr.calls, nodeCall{"screen", map[string]any{"userId": user, "name": "Product", "properties": props}})
 			ev = &events.Event{Type: events.PageView}
 		case 4:
-			tr.msgs = append(tr.msgs, analytics.Track{UserId: user, Event: "Product Viewed", Properties: props})
+			track("Product Viewed")
 			ev = &events.Event{Type: events.PageView}
 		default:
-			tr.msgs = append(tr.msgs, analytics.Identify{UserId: user, Traits: analytics.NewTraits().SetEmail(user + "@example.com")},
-				analytics.Track{UserId: user, Event: "Order Completed", Properties: props})
+			traits := analytics.NewTraits().SetEmail(user + "@example.com")
+			tr.msgs = append(tr.msgs, analytics.Identify{UserId: user, Traits: traits})
+			tr.calls = append(tr.calls, nodeCall{"identify", map[string]any{"userId": user, "traits": traits}})
+			track("Order Completed")
 		}
 		if ev != nil && i != invalidAt {
 			tr.counted++
