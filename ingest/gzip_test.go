@@ -143,3 +143,44 @@ func TestContentEncoding(t *testing.T) {
 		`ingest_events_total{result="accepted"}`:                    64,
 	})
 }
+
+// A gzip body counts against MAX_INFLIGHT_BYTES by what it holds decompressed, and by
+// the decompressor's state, not by its few compressed bytes: with most of the limit held
+// by another body, a small gzip body that inflates past what is left is refused with
+// 503, and accepted once the other body is done.
+func TestGzipCountsDecompressedBytesInFlight(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	const size = 100_000
+	svc := startIngest(t, rs, map[string]string{"MAX_BODY_BYTES": "100000", "MAX_INFLIGHT_BYTES": "150000",
+		"SEGMENT_MAX_BATCH_BYTES": "100000", "HTTP_READ_TIMEOUT": "1m"})
+	held := svc.dial(t)
+	body := paddedBatch(10, size)
+	held.send(postHead(size) + body[:size-1])
+	svc.waitMetric(t, "ingest_inflight_body_bytes", eq(size))
+
+	// 80 KB of events in about 1 KB of gzip.
+	big := paddedBatch(10, 80_000)
+	gz := gzipped(t, big)
+	post := func() answer {
+		req, _ := http.NewRequest(http.MethodPost, svc.base+"/v1/events", strings.NewReader(gz))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Encoding", "gzip")
+		a, err := do(svc.client, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := post()
+	if a.status != http.StatusServiceUnavailable || !strings.Contains(*errorOf(t, a).Error, "MAX_INFLIGHT_BYTES") {
+		t.Fatalf("%d-byte gzip body of %d bytes with %d of 150000 in flight: %d %s, want 503 MAX_INFLIGHT_BYTES",
+			len(gz), len(big), size, a.status, a.body)
+	}
+	held.send(body[size-1:])
+	accepted(t, held.mustAnswer("the held body"))
+	if got := accepted(t, post()); got.Accepted != 10 {
+		t.Errorf("the gzip body once the other is done: %+v, want 10 accepted", got)
+	}
+	svc.waitMetric(t, "ingest_inflight_body_bytes", eq(0))
+}
