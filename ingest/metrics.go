@@ -38,7 +38,7 @@ const (
 
 // More reasons: the limits on what ingest takes in.
 const (
-	reasonEncoding = "content_encoding" // 415: Content-Encoding other than identity
+	reasonEncoding = "content_encoding" // 415: Content-Encoding other than identity or gzip
 	reasonInflight = "inflight"         // 503: MAX_INFLIGHT_BYTES of bodies being received
 )
 
@@ -115,17 +115,20 @@ func (m *ingestMetrics) countRejected(next echo.HandlerFunc) echo.HandlerFunc {
 // rejectReason maps an error of the event endpoints to its reason, by the type and
 // status that the central error handler answers it with (see server.classify). In
 // ingest a *server.Status 413 is only ever "too many events" and a *server.Status 503
-// is backpressure unless it is errBodiesInFlight: a body over the limit is an
-// *http.MaxBytesError, and Redis failing is a *server.Unavailable.
+// is backpressure unless it is errBodiesInFlight: a body over the limit is a
+// *sizeError, and Redis failing is a *server.Unavailable.
 func rejectReason(err error) string {
 	var st *server.Status
 	var un *server.Unavailable
-	var mb *http.MaxBytesError
+	var size *sizeError
 	var enc *encodingError
+	var many *tooManyCalls
 	switch {
 	case err == errBodiesInFlight:
 		return reasonInflight
-	case errors.As(err, &mb):
+	case errors.As(err, &many):
+		return reasonTooMany
+	case errors.As(err, &size):
 		return reasonTooLarge
 	case errors.As(err, &enc):
 		return reasonEncoding

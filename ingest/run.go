@@ -36,6 +36,7 @@ type Config struct {
 	BackpressureInterval time.Duration       // BACKPRESSURE_INTERVAL: how often both are checked
 	AllowEviction        bool                // ALLOW_EVICTION: run on a Redis that may evict keys
 	HTTP                 config.HTTPTimeouts // HTTP_*_TIMEOUT
+	Segment              SegmentConfig       // SEGMENT_*: the Segment API (segment.go)
 }
 
 func readConfig(r *config.Reader) Config {
@@ -58,6 +59,7 @@ func readConfig(r *config.Reader) Config {
 		BackpressureInterval: r.Duration("BACKPRESSURE_INTERVAL", time.Second, 10*time.Millisecond),
 		AllowEviction:        r.Bool("ALLOW_EVICTION", false),
 		HTTP:                 r.HTTPTimeouts(),
+		Segment:              readSegmentConfig(r),
 	}
 }
 
@@ -80,6 +82,9 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if cfg.MaxInflightBytes < cfg.MaxBodyBytes {
 		return fmt.Errorf("invalid configuration: MAX_INFLIGHT_BYTES=%d: must be at least MAX_BODY_BYTES (%d), or a body of that size could never be received",
 			cfg.MaxInflightBytes, cfg.MaxBodyBytes)
+	}
+	if err := cfg.Segment.check(cfg.MaxInflightBytes); err != nil {
+		return err
 	}
 	server.ServeDebug(debugAddr, logger)
 	// A write that timed out may still have happened; go-redis must not resend it on its

@@ -14,7 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// dedupScript writes an event that has an event_id at most once per dedup window.
+// dedupScript writes the events of a request, each that has an event_id at most once
+// per dedup window.
 //
 //go:embed dedup.lua
 var dedupSource string
@@ -170,12 +171,12 @@ func (w *Writer) drainStopped() {
 }
 
 // flush writes a batch of requests in one round trip. Each request is atomic on its
-// own: a single event is one command, several events are wrapped in MULTI/EXEC (also
-// in the AOF, so a Redis crash cannot keep half of a request). An event without an
-// event_id is a plain XADD; one with an event_id goes through dedupScript. Plain XADDs
-// are used where no dedup is needed because an XADD from a script costs Redis about
-// twice as much, and bare commands are used for single events because queuing them in
-// a transaction costs Redis more than the XADD itself.
+// own: a request with an event_id among its events is one call of dedupScript, which
+// writes all of them; one without is a single XADD, or several wrapped in MULTI/EXEC
+// (also in the AOF, so a Redis crash cannot keep half of a request). Plain XADDs are
+// used where no dedup is needed because an XADD from a script costs Redis about twice
+// as much, and bare commands are used for single events because queuing them in a
+// transaction costs Redis more than the XADD itself.
 func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
 	// The flush is not tied to any one request's context: once sent, it runs to
 	// completion in Redis whatever the clients do, and its reply settles every request.
@@ -193,19 +194,16 @@ func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
 	}
 	cmds = cmds[:0]
 	for _, r := range batch {
+		if r.hasEventIDs() {
+			cmds = append(cmds, pipe.Do(ctx, w.dedupArgs(r.events, stream)...))
+			continue
+		}
 		multi := len(r.events) > 1
 		if multi {
 			pipe.Do(ctx, "multi")
 		}
 		for i := range r.events {
-			ev := &r.events[i]
-			var args []any
-			if ev.EventID == "" {
-				args = append(make([]any, 0, 13), "xadd", stream, "*")
-			} else {
-				args = append(make([]any, 0, 17), "evalsha", dedupScript.Hash(), 2, w.keys.Marker(ev.EventID), stream, w.window)
-			}
-			c := pipe.Do(ctx, ev.AppendFields(args)...)
+			c := pipe.Do(ctx, r.events[i].AppendFields(append(make([]any, 0, 13), "xadd", stream, "*"))...)
 			if !multi {
 				cmds = append(cmds, c)
 			}
@@ -259,6 +257,36 @@ func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
 	return cmds
 }
 
+// dedupArgs is the EVALSHA of dedupScript that writes evs: the stream and the markers
+// of the events that carry an event_id as keys, then the window and each event's fields.
+func (w *Writer) dedupArgs(evs []events.Event, stream string) []any {
+	markers := 0
+	for i := range evs {
+		if evs[i].EventID != "" {
+			markers++
+		}
+	}
+	args := make([]any, 0, 5+markers+len(evs)*14)
+	args = append(args, "evalsha", dedupScript.Hash(), 1+markers, stream)
+	for i := range evs {
+		if evs[i].EventID != "" {
+			args = append(args, w.keys.Marker(evs[i].EventID))
+		}
+	}
+	args = append(args, w.window)
+	for i := range evs {
+		ev := &evs[i]
+		n := len(args)
+		args = append(args, 0, "0")
+		if ev.EventID != "" {
+			args[n+1] = "1"
+		}
+		args = ev.AppendFields(args)
+		args[n] = len(args) - n - 2
+	}
+	return args
+}
+
 func (r *writeReq) hasEventIDs() bool {
 	for i := range r.events {
 		if r.events[i].EventID != "" {
@@ -268,11 +296,19 @@ func (r *writeReq) hasEventIDs() bool {
 	return false
 }
 
-// result reads a request's outcome from its command (one event) or its EXEC (several):
-// an XADD answers an entry id, the dedup script 1 (written) or 0 (duplicate).
+// result reads a request's outcome from its command: the dedup script's count of
+// duplicates, for a request with event_ids; else an XADD's entry id (one event) or its
+// EXEC's (several).
 func (r *writeReq) result(c *redis.Cmd) writeResult {
 	if err := c.Err(); err != nil {
 		return writeResult{err: err}
+	}
+	if r.hasEventIDs() {
+		dups, ok := c.Val().(int64)
+		if !ok {
+			return writeResult{err: fmt.Errorf("unexpected dedup script reply %v", c.Val())}
+		}
+		return writeResult{duplicates: int(dups)}
 	}
 	replies := []any{c.Val()}
 	if len(r.events) > 1 {

@@ -3,6 +3,7 @@
 #
 #   scripts/deps.sh redis-server        # Redis (redis-server and redis-cli)
 #   scripts/deps.sh redis-server cc     # and a working C compiler: go test -race needs cgo
+#   scripts/deps.sh node                # node and npm: the tests that drive ingest with Segment's Node SDK
 #
 # When one is missing it installs it from the system's packages if it runs as root on
 # Debian or Ubuntu (apt-get), without starting Redis's system service; otherwise it stops
@@ -27,9 +28,9 @@ cc_works() {
 
 for want; do
 	case $want in
-	redis-server | cc) ;;
+	redis-server | cc | node) ;;
 	*)
-		log "unknown dependency $want (known: redis-server, cc)"
+		log "unknown dependency $want (known: redis-server, cc, node)"
 		exit 2
 		;;
 	esac
@@ -50,6 +51,13 @@ missing() {
 			fi
 			;;
 		cc) cc_works || printf '%s\n' gcc libc6-dev ;;
+		node)
+			# Debian's nodejs (18 on Debian 12, 20 on 13); @segment/analytics-node asks
+			# for 20 or later and runs on either. A node installed otherwise (nodesource,
+			# nvm) is left alone.
+			command -v node >/dev/null || echo nodejs
+			command -v npm >/dev/null || echo npm
+			;;
 		esac
 	done
 }

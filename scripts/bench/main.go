@@ -5,6 +5,7 @@
 //	go run ./scripts/bench            # full run, about three minutes
 //	go run ./scripts/bench -quick     # smaller counts and shorter windows, for a smoke test
 //	go run ./scripts/bench -only processor  # the processor's drain and rebuild alone, about a minute
+//	go run ./scripts/bench -only ingest     # NDJSON and Segment /v1/batch side by side, under a minute
 package main
 
 import (
@@ -47,16 +48,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.peerWindow, "peer-window", 10*time.Second, "measurement window of the watermill peer")
 	fs.IntVar(&o.freshRate, "fresh-rate", 50_000, "offered load (events/s) during the freshness measurement")
 	fs.BoolVar(&o.quick, "quick", false, "smaller counts and windows (smoke test; figures not comparable)")
-	fs.StringVar(&o.only, "only", "", "run only these measurements: processor (drain, worst case, rebuild; prints the table, writes no file)")
+	fs.StringVar(&o.only, "only", "", "run only these measurements, print the table and write no file: processor (drain, worst case, rebuild) or ingest (batch NDJSON and Segment /v1/batch side by side)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	switch o.only {
 	case "":
-	case "processor":
+	case "processor", "ingest":
 		o.out = ""
 	default:
-		return fmt.Errorf("-only %q: want processor", o.only)
+		return fmt.Errorf("-only %q: want processor or ingest", o.only)
 	}
 	if *serveKind != "" {
 		return serve(*serveKind, *addr, *redisURL)
@@ -69,8 +70,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer b.close()
-	if o.only == "processor" {
+	switch o.only {
+	case "processor":
 		return b.processorOnly(ctx)
+	case "ingest":
+		return b.ingestOnly(ctx)
 	}
 	return b.all()
 }

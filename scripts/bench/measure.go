@@ -160,6 +160,10 @@ func (b *bench) all() error {
 	if err := b.rebuild(ctx, b.o.events); err != nil {
 		return err
 	}
+	// Last: Segment's /v1/batch against NDJSON, 100 events a request.
+	if err := b.segmentRows(ctx, b.o.events/4, 1, false); err != nil {
+		return err
+	}
 	return b.report()
 }
 
