@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
@@ -70,7 +71,6 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := r.Err(); err != nil {
 		return err
 	}
-	server.ServeDebug(debugAddr, logger)
 	// A write that timed out may still have happened; go-redis must not resend it on its
 	// own, or an event without event_id would be stored twice. The client retries instead.
 	ropt.MaxRetries = -1
@@ -85,9 +85,14 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("INGEST_KEYS is not set: the ingest API is open to anyone")
 	}
 
-	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
+	// Every goroutine started here is waited for before the client is closed.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	debugCtx, stopDebug := context.WithCancel(context.Background())
+	defer stopDebug()
+	wg.Go(func() { server.ServeDebug(debugCtx, debugAddr, logger) })
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
 		return err
@@ -112,12 +117,15 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 	bp := newBackpressure(rdb, keys, eviction, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
 	bp.refresh(ctx) // so that an ingest started behind does not accept a first burst
-	go bp.run(wctx, cfg.BackpressureInterval)
+	wg.Go(func() { bp.run(wctx, cfg.BackpressureInterval) })
 	h := &handler{w: w, bp: bp, m: m, cfg: cfg, now: time.Now}
 	e := server.New(logger, ready(eviction, bp))
 	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("ingest", cfg.Keys))
 	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)
+	stopWriter()
+	stopDebug()
+	wg.Wait()
 	logger.Info("ingest stopped")
 	return err
 }
