@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
@@ -86,7 +87,6 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := cfg.Segment.check(cfg.MaxInflightBytes); err != nil {
 		return err
 	}
-	server.ServeDebug(debugAddr, logger)
 	// A write that timed out may still have happened; go-redis must not resend it on its
 	// own, or an event without event_id would be stored twice. The client retries instead.
 	ropt.MaxRetries = -1
@@ -102,9 +102,14 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("INGEST_KEYS is not set: the ingest API is open to anyone")
 	}
 
-	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
+	// Every goroutine started here is waited for before the client is closed.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	debugCtx, stopDebug := context.WithCancel(context.Background())
+	defer stopDebug()
+	wg.Go(func() { server.ServeDebug(debugCtx, debugAddr, logger) })
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
 		return err
@@ -126,18 +131,22 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	// their events written and their answer.
 	wctx, stopWriter := context.WithCancel(context.Background())
 	defer stopWriter()
-	w := NewWriter(wctx, rdb, keys, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, m, logger)
+	w := NewWriter(rdb, keys, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, m, logger)
 	if err := w.Ping(ctx); err != nil {
 		logger.Warn("redis not reachable at start; will answer 503 until it is", "err", err)
 	}
 	bp := newBackpressure(rdb, keys, eviction, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
 	bp.refresh(ctx) // so that an ingest started behind does not accept a first burst
-	go bp.run(wctx, cfg.BackpressureInterval)
+	wg.Go(func() { w.Run(wctx) })
+	wg.Go(func() { bp.run(wctx, cfg.BackpressureInterval) })
 	h := &handler{w: w, bp: bp, inflight: inflight, m: m, logger: logger, cfg: cfg, now: time.Now}
 	e := server.New(logger, ready(eviction, bp))
 	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("ingest", cfg.Keys))
 	err := server.Serve(ctx, e, limited, logger, 10*time.Second, cfg.HTTP)
+	stopWriter()
+	stopDebug()
+	wg.Wait()
 	logger.Info("ingest stopped")
 	return err
 }

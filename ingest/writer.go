@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,7 @@ type Writer struct {
 	queue     chan *writeReq
 	m         *ingestMetrics
 	logger    *slog.Logger
+	flushers  int // started by Run
 }
 
 type writeReq struct {
@@ -63,7 +65,7 @@ type writeResult struct {
 }
 
 // NewWriter starts flushers goroutines that run until ctx is cancelled.
-func NewWriter(ctx context.Context, rdb redis.UniversalClient, keys events.Keys, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
+func NewWriter(rdb redis.UniversalClient, keys events.Keys, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
 	w := &Writer{
 		rdb:       rdb,
 		keys:      keys,
@@ -73,11 +75,19 @@ func NewWriter(ctx context.Context, rdb redis.UniversalClient, keys events.Keys,
 		queue:     make(chan *writeReq, 4096),
 		m:         m,
 		logger:    logger,
-	}
-	for i := 0; i < flushers; i++ {
-		go w.flusher(ctx)
+		flushers:  flushers,
 	}
 	return w
+}
+
+// Run runs the flushers until ctx is cancelled, and returns once each has finished the
+// write in flight and answered the requests still queued.
+func (w *Writer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range w.flushers {
+		wg.Go(func() { w.flusher(ctx) })
+	}
+	wg.Wait()
 }
 
 // errWriterStopped is returned to requests that arrive after shutdown began.

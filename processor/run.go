@@ -92,7 +92,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // runWith is run with an optional ready-made listener, for tests.
-func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, ln net.Listener) error {
+//
+// Every goroutine it starts is started with sync.WaitGroup.Go and waited for before it
+// returns. When ctx is cancelled, or the HTTP server fails, it stops them in this
+// order: the reads (a batch in flight is applied and acked) and the claim, reap and
+// retention loops; the HTTP server (requests in flight are answered); the profiler;
+// then it closes the Redis client.
+func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, ln net.Listener) (err error) {
 	r := config.NewReader(getenv)
 	logger := r.Logger(stderr)
 	cfg := readConfig(r)
@@ -101,15 +107,18 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := r.Err(); err != nil {
 		return err
 	}
-	server.ServeDebug(debugAddr, logger)
 	if !events.ValidID(cfg.Consumer) {
 		return fmt.Errorf("invalid configuration: CONSUMER_NAME=%q: %s", getenv("CONSUMER_NAME"), events.IDRule)
 	}
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger = logger.With("consumer", cfg.Consumer)
-	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	debugCtx, stopDebug := context.WithCancel(context.Background())
+	defer stopDebug()
+	wg.Go(func() { server.ServeDebug(debugCtx, debugAddr, logger) })
 	keys := events.NewKeys(cfg.Namespace)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"stream", keys.Stream(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
@@ -126,8 +135,9 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 			return err
 		}
 	}
+	// The health and metrics endpoints outlive the reads, so that a scrape during the
+	// shutdown still answers.
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
-	defer stopHTTP()
 	e := server.New(logger, eviction.Ready)
 	// Redis errors: reads (with the generation pointer read before each), applies (with
 	// their dead-letter publishes), claims, reaps of idle consumers, and the stream
@@ -136,8 +146,17 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	redisErrors := metrics.RedisErrors(reg, "read", "apply", "claim", "reap", "stats")
 	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	metrics.Instrument(e, reg, logger)
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- server.Serve(httpCtx, e, ln, logger, 5*time.Second, cfg.HTTP) }()
+	var httpErr error
+	httpDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(httpDone)
+		httpErr = server.Serve(httpCtx, e, ln, logger, 5*time.Second, cfg.HTTP)
+	})
+	defer func() {
+		stopHTTP()
+		<-httpDone
+		err = errors.Join(err, httpErr)
+	}()
 
 	// Wait for Redis and the current generation's group; a processor started before
 	// Redis just waits.
@@ -153,8 +172,9 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("cannot create consumer group yet; retrying", "err", err)
 		select {
 		case <-ctx.Done():
-			stopHTTP()
-			<-httpDone
+			return nil
+		case <-httpDone:
+			logger.Error("http server failed; stopping", "err", httpErr)
 			return nil
 		case <-time.After(time.Second):
 		}
@@ -167,31 +187,28 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	c.exposeCounts(reg)
 	logger.Info("consuming", "generation", gen.Number, "group", gen.Group())
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.Claim(stop) }()
-	go func() { defer wg.Done(); c.Reap(stop) }()
+	// The loops' context is not ctx: a signal stops them in order, below.
+	loops, stopLoops := context.WithCancel(context.Background())
+	defer stopLoops()
+	stop := loops.Done()
+	var lwg sync.WaitGroup
+	var runErr error
+	lwg.Go(func() { runErr = c.Run(stop) })
+	lwg.Go(func() { c.Claim(stop) })
+	lwg.Go(func() { c.Reap(stop) })
 	if cfg.Retention > 0 {
-		wg.Add(1)
 		ret := &Retention{rdb: rdb, keys: keys, cfg: cfg, holder: cfg.Consumer, logger: logger.With("stream", keys.Stream())}
-		go func() { defer wg.Done(); ret.Run(stop) }()
+		lwg.Go(func() { ret.Run(loops) })
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- c.Run(stop) }()
-
 	select {
 	case <-ctx.Done():
 		logger.Info("stopping: no new reads; finishing the batch in flight")
-	case err := <-httpDone:
-		close(stop)
-		return errors.Join(err, <-runErr)
+	case <-httpDone:
+		logger.Error("http server failed; stopping: no new reads; finishing the batch in flight", "err", httpErr)
 	}
-	close(stop)
-	err = <-runErr
-	wg.Wait()
+	stopLoops()
+	lwg.Wait()
 	logger.Info("processor stopped", "applied", c.applied.Load(), "skipped_redelivered", c.skipped.Load(),
 		"dead_lettered", c.deadLets.Load(), "dropped_after_switch", c.dropped.Load())
-	stopHTTP()
-	return errors.Join(err, <-httpDone)
+	return runErr
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
@@ -42,6 +43,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // runWith is run with an optional ready-made listener, for tests.
+//
+// Every goroutine it starts is started with sync.WaitGroup.Go and waited for before it
+// returns. When ctx is cancelled it stops, in this order: the HTTP server (requests in
+// flight are answered), the reader's loops, the profiler; then it closes the Redis
+// client.
 func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, ln net.Listener) error {
 	r := config.NewReader(getenv)
 	logger := r.Logger(stderr)
@@ -51,16 +57,19 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := r.Err(); err != nil {
 		return err
 	}
-	server.ServeDebug(debugAddr, logger)
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace,
 		"keys", len(cfg.Keys), "allow_eviction", cfg.AllowEviction, "stats_retention", cfg.Retention)
 	if len(cfg.Keys) == 0 {
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
-	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := redis.NewUniversalClient(ropt)
 	defer rdb.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	debugCtx, stopDebug := context.WithCancel(context.Background())
+	defer stopDebug()
+	wg.Go(func() { server.ServeDebug(debugCtx, debugAddr, logger) })
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
 		return err
@@ -72,20 +81,25 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		}
 	}
 	keys := events.NewKeys(cfg.Namespace)
-	rctx, stopReader := context.WithCancel(context.Background())
-	defer stopReader()
 	gens := generations.NewFollower(keys)
 	reg := metrics.NewRegistry()
 	redisErrors := metrics.RedisErrors(reg, "read", "stats")
 	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	readErrors := redisErrors.WithLabelValues("read")
+	// The reader outlives the HTTP server: requests in flight at shutdown are answered.
+	readerCtx, stopReader := context.WithCancel(context.Background())
+	defer stopReader()
+	reader := newTotalsReader(rdb, gens, cfg.RedisTimeout, readErrors)
+	wg.Go(func() { reader.Run(readerCtx, 4) })
 	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout, redisErrors: readErrors,
-		retention: cfg.Retention, now: time.Now,
-		reader: newTotalsReader(rctx, rdb, gens, cfg.RedisTimeout, 4, readErrors)}
+		retention: cfg.Retention, now: time.Now, reader: reader}
 	e := server.New(logger, eviction.Ready)
 	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("queryapi", cfg.Keys))
 	err := server.Serve(ctx, e, ln, logger, 10*time.Second, cfg.HTTP)
+	stopReader()
+	stopDebug()
+	wg.Wait()
 	logger.Info("queryapi stopped")
 	return err
 }
