@@ -421,14 +421,10 @@ func (h *liveHub) serve(c echo.Context) error {
 		return err
 	}
 	defer h.unsubscribe(cl)
+	// The stream is one long answer, which HTTP_WRITE_TIMEOUT (a deadline from the
+	// end of the request's headers) would cut: each write gets its own deadline
+	// instead. HTTP_READ_TIMEOUT does not apply once the request has been read.
 	rc := http.NewResponseController(w)
-	// The stream is one long answer: HTTP_WRITE_TIMEOUT would cut it (and
-	// HTTP_READ_TIMEOUT too: net/http cancels a request's context when the connection's
-	// read deadline passes while its handler still runs). Each write gets its own
-	// deadline instead.
-	if err := rc.SetReadDeadline(time.Time{}); err != nil {
-		return err
-	}
 	hdr := w.Header()
 	hdr.Set(echo.HeaderContentType, "text/event-stream")
 	hdr.Set(echo.HeaderCacheControl, "no-cache")

@@ -180,7 +180,9 @@ var reportFuncs = template.FuncMap{
 		if f == nil {
 			return "–"
 		}
-		return strconv.FormatFloat(*f*100, 'f', 1, 64) + " %"
+		whole, frac, _ := strings.Cut(strconv.FormatFloat(*f*100, 'f', 1, 64), ".")
+		n, _ := strconv.ParseInt(whole, 10, 64)
+		return group(n) + "." + frac + " %"
 	},
 	"hour": func(from int64, i int) string {
 		return time.UnixMilli(from + int64(i)*events.Hour.Millis()).UTC().Format("15:04")
