@@ -160,6 +160,13 @@ func (b *bench) all() error {
 	if err := b.rebuild(ctx, b.o.events); err != nil {
 		return err
 	}
+	// The other services are stopped first: the dashboard's cost is measured alone.
+	for _, p := range b.procs {
+		stopProc(p)
+	}
+	if err := b.dashboard(ctx); err != nil {
+		return err
+	}
 	return b.report()
 }
 
