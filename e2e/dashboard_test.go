@@ -229,6 +229,12 @@ func TestDashboard(t *testing.T) {
 		t.Logf("wrote docs/dashboard.png")
 	}
 
+	// The key in the address (a kiosk screen): the page's own requests must not carry
+	// it in their URLs, which fetch refuses.
+	browser.Navigate("http://" + key + "@" + addrs["queryapi"] + "/?range=7d")
+	browser.WaitFor(60*time.Second, "the dashboard opened as http://KEY@host/", `document.body.dataset.loaded === '7d'`,
+		`document.querySelector('#error').textContent`)
+
 	if n := challenges.Load(); n != 1 {
 		t.Errorf("the browser was asked for the key %d times, want once: the page's requests must carry the cached key", n)
 	}

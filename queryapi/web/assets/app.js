@@ -60,7 +60,10 @@
   }
 
   async function api(path) {
-    const resp = await fetch(path, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    // From the origin, never relative to the page's URL: a page opened as
+    // http://key@host/ would resolve to a URL with credentials, which fetch refuses.
+    // The browser adds the credentials it has for the origin by itself.
+    const resp = await fetch(location.origin + path, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
     if (!resp.ok) {
       let msg = resp.status + ' ' + resp.statusText;
       try { msg = (await resp.json()).error || msg; } catch (e) { /* not JSON */ }
