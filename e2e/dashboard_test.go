@@ -172,7 +172,11 @@ func TestDashboard(t *testing.T) {
 		waitText(t, browser, sel, want)
 	}
 	browser.WaitFor(30*time.Second, "the product's chart", `document.querySelector('#chart[data-state=ready] canvas') !== null`, "")
-	browser.Screenshot(filepath.Join(dir, "product-1400x1000.png"), 1400, 1000, "")
+	browser.Screenshot(filepath.Join(dir, "product-1h-1400x1000.png"), 1400, 1000, "")
+	browser.Do(30*time.Second, chromedp.Click(chromedp.CSS(`.ranges a[data-range="24h"]`)))
+	browser.WaitFor(60*time.Second, "the product page for 24 hours", `document.body.dataset.loaded === '24h' && location.search === '?range=24h'`, `location.href`)
+	browser.Screenshot(filepath.Join(dir, "product-24h-375x800.png"), 375, 800, `document.querySelector('#chart[data-state=ready] canvas') !== null`)
+	browser.SetSize(1400, 1000)
 
 	// A user page, from the lookup form.
 	browser.Navigate(base + "/?range=1h")

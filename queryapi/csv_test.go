@@ -135,10 +135,10 @@ func TestStatsCSV(t *testing.T) {
 		a.expect(path, http.StatusBadRequest, `{"error":"format: must be json or csv"}`)
 	}
 	for path, msg := range map[string]string{
-		"/v1/stats/timeseries?format=csv&metric=clicks,nope":                   "metric: must be one of events, clicks, page_views, dwell_ms, dwell_count, unique_users",
-		"/v1/stats/timeseries?format=csv&metric=clicks,clicks":                 "metric: clicks is listed twice",
+		"/v1/stats/timeseries?format=csv&metric=clicks,nope":                    "metric: must be one of events, clicks, page_views, dwell_ms, dwell_count, unique_users",
+		"/v1/stats/timeseries?format=csv&metric=clicks,clicks":                  "metric: clicks is listed twice",
 		"/v1/stats/timeseries?format=csv&metric=clicks,unique_users&product=p1": "metric: with product, must be one of clicks, page_views, dwell_ms, dwell_count",
-		"/v1/stats/timeseries?metric=clicks,page_views":                        "metric: must be one of events, clicks, page_views, dwell_ms, dwell_count, unique_users",
+		"/v1/stats/timeseries?metric=clicks,page_views":                         "metric: must be one of events, clicks, page_views, dwell_ms, dwell_count, unique_users",
 	} {
 		a.expect(path, http.StatusBadRequest, `{"error":"`+msg+`"}`)
 	}

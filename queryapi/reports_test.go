@@ -94,9 +94,9 @@ func TestDailyReport(t *testing.T) {
 	}
 
 	for path, msg := range map[string]string{
-		"/v1/reports/daily?date=2026-13-01":  "date: must be a day as YYYY-MM-DD",
-		"/v1/reports/daily?date=yesterday":   "date: must be a day as YYYY-MM-DD",
-		"/v1/reports/daily?format=pdf":       "format: must be json, csv or html",
+		"/v1/reports/daily?date=2026-13-01": "date: must be a day as YYYY-MM-DD",
+		"/v1/reports/daily?date=yesterday":  "date: must be a day as YYYY-MM-DD",
+		"/v1/reports/daily?format=pdf":      "format: must be json, csv or html",
 		"/v1/reports/daily?date=" + today.AddDate(0, 0, 1).Format(time.DateOnly): "date: " + today.AddDate(0, 0, 1).Format(time.DateOnly) +
 			" is in the future (today is " + today.Format(time.DateOnly) + " UTC)",
 	} {

@@ -60,9 +60,9 @@
   }
 
   async function api(path) {
-    // From the origin, never relative to the page's URL: a page opened as
-    // http://key@host/ would resolve to a URL with credentials, which fetch refuses.
-    // The browser adds the credentials it has for the origin by itself.
+    // From the origin, never relative to the page's URL: a page opened with the key
+    // in its address (user@host) would resolve to a URL with credentials, which fetch
+    // refuses. The browser adds the credentials it has for the origin by itself.
     const resp = await fetch(location.origin + path, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
     if (!resp.ok) {
       let msg = resp.status + ' ' + resp.statusText;
@@ -149,19 +149,34 @@
     if (typeof uPlot === 'undefined') { el.textContent = 'chart library not loaded'; return; }
     const axis = { stroke: cssVar('--muted'), grid: { stroke: cssVar('--grid'), width: 1 }, ticks: { stroke: cssVar('--grid'), width: 1 } };
     const size = chartSize();
+    // A product's series has few buckets (2 hours for the last hour): bars, side by
+    // side, say "this many in this bucket" where a line between two points would not.
+    const xs = chartData[0];
+    const bars = view === 'product' && xs.length <= 60 && uPlot.paths && uPlot.paths.bars;
+    const step = xs.length > 1 ? xs[1] - xs[0] : 3600;
+    const x = { time: true };
+    if (bars) x.range = (u, lo, hi) => [lo - step / 2, hi + step / 2];
     const opts = {
       width: size.width,
       height: size.height,
-      scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(hi * 1.1, 1)] } },
+      scales: { x: x, y: { range: (u, lo, hi) => [0, Math.max(hi * 1.1, 1)] } },
       axes: [
-        Object.assign({}, axis),
+        // Bars get one tick per bucket, at its start; a line, uPlot's own time ticks.
+        Object.assign({ space: 70 }, axis, bars ? {
+          // Every k-th bucket, so that labels keep 90 px apart.
+          splits: (u) => { const k = Math.ceil(xs.length * 90 / u.width); return xs.filter((v, i) => i % k === 0); },
+          values: (u, vals) => vals.map((v) => new Date(v * 1000).toLocaleString(undefined,
+            interval() === 'day' ? { month: 'short', day: 'numeric' } : { hour: 'numeric', minute: '2-digit' })),
+        } : {}),
         Object.assign({}, axis, { size: 60, values: (u, vals) => vals.map((v) => nf.format(v)) }),
       ],
-      series: [{ label: 'Time' }].concat(SERIES.map((s) => ({
+      series: [{ label: 'Time' }].concat(SERIES.map((s, i) => ({
         label: s.label,
         stroke: cssVar(s.color),
-        width: 2,
-        points: { show: chartData && chartData[0].length <= 60 },
+        fill: bars ? cssVar(s.color) : undefined,
+        width: bars ? 0 : 2,
+        paths: bars ? uPlot.paths.bars({ size: [0.35, 60], align: i === 0 ? -1 : 1 }) : undefined,
+        points: { show: !bars && xs.length <= 60 },
         value: (u, v) => fmt.int(v),
       }))),
       cursor: { drag: { x: false, y: false } },
@@ -218,9 +233,10 @@
     const answers = await Promise.all(SERIES.map((s) => api(base + '&metric=' + s.metric)));
     const xs = answers[0].points.map((p) => p[0] / 1000);
     chartData = [xs].concat(answers.map((a) => a.points.map((p) => p[1])));
-    const rebuild = chartInterval !== iv || !chart;
+    // A new range is a new chart: its scales, ticks and kind (line or bars) follow the
+    // data. The live updates in between only change values (redrawChart).
     chartInterval = iv;
-    if (rebuild) makeChart(); else redrawChart();
+    makeChart();
     fillSeriesTable();
     if (view === 'product') {
       const sum = (col) => col.reduce((a, v) => a + (v || 0), 0);
