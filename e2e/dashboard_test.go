@@ -208,6 +208,15 @@ func TestDashboard(t *testing.T) {
 		get("/v1/stats/timeseries?range="+r.name+"&interval="+r.interval+"&metric=clicks", &series)
 		browser.WaitFor(30*time.Second, "the "+r.name+" chart", fmt.Sprintf(`document.querySelector('#chart').dataset.points === '%d'`, len(series.Points)),
 			`document.querySelector('#chart').dataset.points`)
+		for sel, want := range map[string]string{
+			"#csv-summary": "/v1/stats/summary?range=" + r.name + "&format=csv",
+			"#csv-top":     "/v1/stats/top-products?range=" + r.name + "&limit=10&format=csv",
+			"#csv-series":  "/v1/stats/timeseries?range=" + r.name + "&interval=" + r.interval + "&format=csv&metric=clicks,page_views,unique_users",
+		} {
+			if got := browsertest.Eval[string](browser, `document.querySelector('`+sel+`').getAttribute('href')`); got != want {
+				t.Errorf("range %s: the %s link is %q, want %q", r.name, sel, got, want)
+			}
+		}
 		if got := browsertest.Eval[string](browser, `document.querySelector('#series-table tbody tr td').textContent`); !isNumber(got) {
 			t.Errorf("range %s: the chart's table shows %q, want a number", r.name, got)
 		}

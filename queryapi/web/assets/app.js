@@ -390,7 +390,7 @@
     showError(null);
     try {
       if (view === 'dashboard') {
-        $('#report').href = '/v1/reports/daily?format=html';
+        $('#csv-summary').href = '/v1/stats/summary?range=' + range + '&format=csv';
         if (lastSnapshot && lastSnapshot.ranges[range]) showSummary(lastSnapshot.ranges[range]);
         const seen = snapshotsSeen;
         const summary = api('/v1/stats/summary?range=' + range).then((s) => { if (snapshotsSeen === seen) showSummary(s); });
