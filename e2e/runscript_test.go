@@ -33,6 +33,11 @@ func TestRunScriptRestartsAKilledProcessor(t *testing.T) {
 	}
 	r := startRunScript(t, "PROCESSORS=2")
 	r.waitOutput("Pipeline is running")
+	// It says where the dashboard is, and the dashboard is there.
+	r.waitOutput("dashboard  " + r.query + "/\n")
+	if status := httpStatus(t, r.query+"/"); status != http.StatusOK {
+		t.Errorf("the dashboard at %s/: %d, want 200", r.query, status)
+	}
 	r.postClick("e1")
 	r.waitClicks(1)
 

@@ -27,6 +27,8 @@ type handler struct {
 	redisErrors prometheus.Counter // failed round trips of the handlers that call Redis themselves
 	retention   events.Retention   // STATS_RETENTION_*: which buckets still exist
 	now         func() time.Time
+	live        *liveHub   // GET /v1/live
+	web         *dashboard // the dashboard's pages and files
 }
 
 func (h *handler) ctx(c echo.Context) (context.Context, context.CancelFunc) {
@@ -174,6 +176,8 @@ type Pipeline struct {
 	Generation int64       `json:"generation"`
 	Groups     []Group     `json:"groups"`
 	DeadLetter DeadLetters `json:"dead_letter"`
+
+	entriesAdded int64 // entries ever added to the stream, for the live events/s
 }
 
 // Group is one consumer group. Lag is the number of entries not yet delivered to the
@@ -196,33 +200,47 @@ type DeadLetters struct {
 func (h *handler) pipeline(c echo.Context) error {
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	stream := h.keys.Stream()
-	p := Pipeline{Stream: stream, Groups: []Group{}, DeadLetter: DeadLetters{Stream: h.keys.DeadLetter()}}
 	pipe := h.rdb.Pipeline()
+	read := h.queuePipeline(ctx, pipe)
+	p, err := read(pipe.Exec(ctx))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+// queuePipeline queues the reads of the pipeline's state on pipe; the function it
+// returns takes the error of pipe's Exec and builds the answer.
+func (h *handler) queuePipeline(ctx context.Context, pipe redis.Pipeliner) func(cmds []redis.Cmder, err error) (Pipeline, error) {
+	stream := h.keys.Stream()
 	info := lag.Queue(ctx, pipe, stream)
 	dlen := pipe.XLen(ctx, h.keys.DeadLetter())
 	ptr := pipe.Get(ctx, h.keys.Generation())
-	// Exec returns the first failed command's error; before the first event XINFO's
-	// "no such key" and, with no pointer, GET's nil are not failures.
-	if _, err := pipe.Exec(ctx); err != nil && !generations.IsNoStream(err) && !errors.Is(err, redis.Nil) {
-		h.redisErrors.Inc()
-		return err
+	return func(_ []redis.Cmder, err error) (Pipeline, error) {
+		p := Pipeline{Stream: stream, Groups: []Group{}, DeadLetter: DeadLetters{Stream: h.keys.DeadLetter()}}
+		// Exec returns the first failed command's error; before the first event XINFO's
+		// "no such key" and, with no pointer, GET's nil are not failures.
+		if err != nil && !generations.IsNoStream(err) && !errors.Is(err, redis.Nil) {
+			h.redisErrors.Inc()
+			return p, err
+		}
+		s, groups, err := info.Result()
+		if err != nil {
+			h.redisErrors.Inc()
+			return p, err
+		}
+		gen, err := generations.Current(ptr)
+		if err != nil {
+			return p, err
+		}
+		p.Generation = gen
+		p.Length, p.LastID = s.Length, s.LastID
+		p.entriesAdded = s.EntriesAdded
+		for _, g := range groups {
+			p.Groups = append(p.Groups, Group{Name: g.Name, Pending: g.Pending, Lag: lag.Of(s, g),
+				Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID})
+		}
+		p.DeadLetter.Length = dlen.Val()
+		return p, nil
 	}
-	s, groups, err := info.Result()
-	if err != nil {
-		h.redisErrors.Inc()
-		return err
-	}
-	gen, err := generations.Current(ptr)
-	if err != nil {
-		return err
-	}
-	p.Generation = gen
-	p.Length, p.LastID = s.Length, s.LastID
-	for _, g := range groups {
-		p.Groups = append(p.Groups, Group{Name: g.Name, Pending: g.Pending, Lag: lag.Of(s, g),
-			Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID})
-	}
-	p.DeadLetter.Length = dlen.Val()
-	return c.JSON(http.StatusOK, p)
 }

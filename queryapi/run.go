@@ -24,6 +24,7 @@ type Config struct {
 	AllowEviction bool                // ALLOW_EVICTION: run on a Redis that may evict keys
 	Retention     events.Retention    // STATS_RETENTION_*: as the processor's
 	HTTP          config.HTTPTimeouts // HTTP_*_TIMEOUT
+	Live          liveConfig          // LIVE_*
 }
 
 func readConfig(r *config.Reader) Config {
@@ -35,6 +36,7 @@ func readConfig(r *config.Reader) Config {
 		AllowEviction: r.Bool("ALLOW_EVICTION", false),
 		Retention:     r.StatsRetention(),
 		HTTP:          r.HTTPTimeouts(),
+		Live:          readLiveConfig(r),
 	}
 }
 
@@ -59,7 +61,8 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace,
-		"keys", len(cfg.Keys), "allow_eviction", cfg.AllowEviction, "stats_retention", cfg.Retention)
+		"keys", len(cfg.Keys), "allow_eviction", cfg.AllowEviction, "stats_retention", cfg.Retention,
+		"live_interval", cfg.Live.Interval, "live_max_clients", cfg.Live.MaxClients)
 	if len(cfg.Keys) == 0 {
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
@@ -93,6 +96,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	wg.Go(func() { reader.Run(readerCtx, 4) })
 	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout, redisErrors: readErrors,
 		retention: cfg.Retention, now: time.Now, reader: reader}
+
+	h.web = mustDashboard()
+	h.live = newLiveHub(cfg.Live, h.liveSnapshot, logger, reg)
+	stopLive := h.live.start(ctx)
+	defer stopLive()
 	e := server.New(logger, eviction.Ready)
 	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("queryapi", cfg.Keys))

@@ -164,7 +164,7 @@ func (h *handler) summary(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, sum)
+	return writeStats(c, sum)
 }
 
 // readSummary sums the buckets that tile s and counts the union of their users, in one
@@ -173,24 +173,42 @@ func (h *handler) readSummary(ctx context.Context, s span, now int64) (Summary, 
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	tl := events.Tile(s.from, s.to, h.liveGlobal(now))
-	var hm []*redis.SliceCmd
-	var uu *redis.IntCmd
+	var r *summaryRead
 	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
-		hm, uu = hm[:0], nil
-		keys := make([]string, 0, len(tl.Buckets))
-		for _, b := range tl.Buckets {
-			hm = append(hm, pipe.HMGet(ctx, gen.Stats(b), statsFields...))
-			keys = append(keys, gen.Uniques(b))
-		}
-		if len(keys) > 0 {
-			uu = pipe.PFCount(ctx, keys...)
-		}
+		r = queueSummary(ctx, pipe, gen, tl)
 	})
 	if err != nil {
 		return Summary{}, err
 	}
+	return r.result()
+}
+
+// summaryRead is the reads of one Summary queued on a pipeline: the hashes of the
+// buckets that tile its range, and one PFCOUNT over all their users (a union).
+type summaryRead struct {
+	tl events.Tiling
+	hm []*redis.SliceCmd
+	uu *redis.IntCmd
+}
+
+func queueSummary(ctx context.Context, pipe redis.Pipeliner, gen events.GenKeys, tl events.Tiling) *summaryRead {
+	r := &summaryRead{tl: tl}
+	keys := make([]string, 0, len(tl.Buckets))
+	for _, b := range tl.Buckets {
+		r.hm = append(r.hm, pipe.HMGet(ctx, gen.Stats(b), statsFields...))
+		keys = append(keys, gen.Uniques(b))
+	}
+	if len(keys) > 0 {
+		r.uu = pipe.PFCount(ctx, keys...)
+	}
+	return r
+}
+
+// result sums the reads once the pipeline has run.
+func (r *summaryRead) result() (Summary, error) {
+	tl := r.tl
 	sum := Summary{From: tl.From, To: tl.To, Resolution: tl.Finest.String(), Complete: !tl.Gaps, UniqueUsersError: UniqueUsersError}
-	for _, cmd := range hm {
+	for _, cmd := range r.hm {
 		if err := cmd.Err(); err != nil {
 			return Summary{}, err
 		}
@@ -198,8 +216,9 @@ func (h *handler) readSummary(ctx context.Context, s span, now int64) (Summary, 
 			*dst += intField(cmd.Val()[i])
 		}
 	}
-	if uu != nil {
-		if sum.UniqueUsers, err = uu.Result(); err != nil {
+	if r.uu != nil {
+		var err error
+		if sum.UniqueUsers, err = r.uu.Result(); err != nil {
 			return Summary{}, err
 		}
 	}
@@ -244,6 +263,9 @@ var (
 )
 
 func (h *handler) timeseries(c echo.Context) error {
+	if c.QueryParam("format") == "csv" {
+		return h.timeseriesCSV(c) // takes a list of metrics
+	}
 	now := h.now()
 	s, err := parseSpan(c, now)
 	if err != nil {
@@ -268,8 +290,13 @@ type seriesQuery struct {
 }
 
 func parseSeriesQuery(c echo.Context) (seriesQuery, error) {
-	q := seriesQuery{metric: c.QueryParam("metric"), product: c.QueryParam("product")}
-	iv := c.QueryParam("interval")
+	return newSeriesQuery(c.QueryParam("metric"), c.QueryParam("interval"), c.QueryParam("product"), c.QueryParams().Has("product"))
+}
+
+// newSeriesQuery checks a series' metric, interval and product (hasProduct: the
+// parameter was given, even empty).
+func newSeriesQuery(metric, iv, product string, hasProduct bool) (seriesQuery, error) {
+	q := seriesQuery{metric: metric, product: product}
 	if iv == "" {
 		iv = "hour"
 	}
@@ -277,7 +304,7 @@ func parseSeriesQuery(c echo.Context) (seriesQuery, error) {
 	if q.interval, ok = events.ParseResolution(iv); !ok {
 		return q, server.BadRequest("interval: must be minute, hour or day")
 	}
-	if c.QueryParams().Has("product") {
+	if hasProduct {
 		if !events.ValidID(q.product) {
 			return q, server.BadRequest("product: " + events.IDRule)
 		}
@@ -415,7 +442,7 @@ func (h *handler) statsTopProducts(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, out)
+	return writeStats(c, out)
 }
 
 // readTopProducts ranks the products of s by the sum of their per-bucket scores, most
@@ -529,5 +556,5 @@ func (h *handler) active(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, Active{WindowSeconds: int64(window / time.Second), ActiveUsers: n.Val()})
+	return writeStats(c, Active{WindowSeconds: int64(window / time.Second), ActiveUsers: n.Val()})
 }

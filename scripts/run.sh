@@ -262,6 +262,7 @@ query_url=$(url "$QUERY_ADDR")
 cat <<EOF
 
 Pipeline is running (Ctrl-C stops it).
+  dashboard  $query_url/
   ingest     $ingest_url/v1/events
   queryapi   $query_url/v1/users/:id  /v1/products/:id  /v1/products/top  /v1/pipeline
   redis      $REDIS_URL

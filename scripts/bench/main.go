@@ -6,6 +6,7 @@
 //	go run ./scripts/bench -quick     # smaller counts and shorter windows, for a smoke test
 //	go run ./scripts/bench -only processor  # the processor's drain and rebuild alone, about a minute
 //	go run ./scripts/bench -only ingest     # NDJSON and Segment /v1/batch side by side, under a minute
+//	go run ./scripts/bench -only dashboard  # the live dashboard's freshness and cost alone, about two minutes
 package main
 
 import (
@@ -33,6 +34,10 @@ type options struct {
 	freshRate  int
 	quick      bool
 	only       string
+
+	dashRate    int           // offered load during the dashboard's freshness
+	dashStreams int           // open /v1/live streams for its cost
+	dashWindow  time.Duration // each of its measurement windows
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -48,22 +53,26 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.peerWindow, "peer-window", 10*time.Second, "measurement window of the watermill peer")
 	fs.IntVar(&o.freshRate, "fresh-rate", 50_000, "offered load (events/s) during the freshness measurement")
 	fs.BoolVar(&o.quick, "quick", false, "smaller counts and windows (smoke test; figures not comparable)")
-	fs.StringVar(&o.only, "only", "", "run only these measurements, print the table and write no file: processor (drain, worst case, rebuild) or ingest (batch NDJSON and Segment /v1/batch side by side)")
+	fs.IntVar(&o.dashRate, "dash-rate", 10_000, "offered load (events/s) during the dashboard freshness measurement")
+	fs.IntVar(&o.dashStreams, "dash-streams", 1000, "open /v1/live streams for the dashboard cost measurement")
+	fs.DurationVar(&o.dashWindow, "dash-window", 30*time.Second, "each of the dashboard's measurement windows")
+	fs.StringVar(&o.only, "only", "", "run only these measurements (prints the table, writes no file): "+
+		"processor (drain, worst case, rebuild), ingest (batch NDJSON and Segment /v1/batch side by side) or dashboard (live freshness, CPU of open streams)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	switch o.only {
 	case "":
-	case "processor", "ingest":
+	case "processor", "ingest", "dashboard":
 		o.out = ""
 	default:
-		return fmt.Errorf("-only %q: want processor or ingest", o.only)
+		return fmt.Errorf("-only %q: want processor, ingest or dashboard", o.only)
 	}
 	if *serveKind != "" {
 		return serve(*serveKind, *addr, *redisURL)
 	}
 	if o.quick {
-		o.events, o.window, o.peerWindow = 100_000, time.Second, 2*time.Second
+		o.events, o.window, o.peerWindow, o.dashWindow = 100_000, time.Second, 2*time.Second, 5*time.Second
 	}
 	b, err := newBench(ctx, o, stdout)
 	if err != nil {
@@ -75,6 +84,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return b.processorOnly(ctx)
 	case "ingest":
 		return b.ingestOnly(ctx)
+	case "dashboard":
+		return b.dashboardOnly(ctx)
 	}
 	return b.all()
 }

@@ -160,8 +160,15 @@ func (b *bench) all() error {
 	if err := b.rebuild(ctx, b.o.events); err != nil {
 		return err
 	}
-	// Last: Segment's /v1/batch against NDJSON, 100 events a request.
+	// Segment's /v1/batch against NDJSON, 100 events a request.
 	if err := b.segmentRows(ctx, b.o.events/4, 1, false); err != nil {
+		return err
+	}
+	// The other services are stopped first: the dashboard's cost is measured alone.
+	for _, p := range b.procs {
+		stopProc(p)
+	}
+	if err := b.dashboard(ctx); err != nil {
 		return err
 	}
 	return b.report()
