@@ -151,3 +151,30 @@ func errorBodyOf(a answer) []byte {
 	msg, _, _ = strings.Cut(msg, `"`)
 	return []byte(msg)
 }
+
+// Until ingest has read Redis's state once, it writes nothing: with Redis down at start
+// and no check since (the interval is an hour), a POST once Redis is back, here with an
+// evicting policy, gets 503 and leaves the stream empty instead of being written before
+// anyone has looked at the policy.
+func TestNoWritesBeforeRedisStateIsRead(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t, redistest.Args("--maxmemory-policy", "allkeys-lru"))
+	rs.Kill()
+	svc := startIngest(t, rs, map[string]string{"BACKPRESSURE_INTERVAL": "1h"})
+	c := svc.newClient(10 * time.Second)
+	if r := svc.ready(t, c); r.status != http.StatusServiceUnavailable { // serving, with Redis down
+		t.Fatalf("GET /readyz with Redis down: %d %+v, want 503", r.status, r)
+	}
+	rs.Restart()
+	a, err := svc.tryPost(c, "/v1/events", "application/json", `{"user_id":"u1","product_id":"p1"}`, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkUnavailable(t, "POST before Redis's state was read", a)
+	if e := errorOf(t, a); e.Error == nil || !strings.Contains(*e.Error, "has not been read since ingest started") {
+		t.Errorf("POST before Redis's state was read: %s, want the reason", a.body)
+	}
+	if n := svc.streamLen(t); n != 0 {
+		t.Errorf("stream length %d, want 0", n)
+	}
+}
