@@ -137,7 +137,7 @@ func FuzzDecodeCollect(f *testing.F) {
 			input[i] = 0 // the result must not alias the body, which ingest reuses
 		}
 		var env struct {
-			WriteKey *string        `json:"writeKey"`
+			WriteKey *string         `json:"writeKey"`
 			Events   json.RawMessage `json:"events"`
 		}
 		raw := body
