@@ -134,12 +134,20 @@ func TestTracker(t *testing.T) {
 	}
 	var dwells []string // what the test measured, for the log
 	// dwellWithin waits for a product's counts, one more dwell than before, and checks
-	// that the new dwell lasted from 1 ms to the time since since: the visible time the
-	// tracker measured lies inside that span, whatever the machine's speed.
-	dwellWithin := func(what, product string, want, before totals, since time.Time) {
+	// that the new dwell lasted from 1 ms to until-since: the page's visible time began
+	// after since (before the page was loaded or shown) and ended before until (once the
+	// page was seen hidden, or left by pushState or popstate, whose handlers run in the
+	// task that changes the state the test looks at), whatever the machine's speed. A
+	// zero until is when the dwell is counted: a page left by a navigation may run its
+	// pagehide after the next page has loaded (Chromium unloads a page of another
+	// process after it commits the next one).
+	dwellWithin := func(what, product string, want, before totals, since, until time.Time) {
 		t.Helper()
 		got := wait(what, "/v1/products/"+product, want)
-		bound := int64(math.Ceil(float64(time.Since(since)) / float64(time.Millisecond)))
+		if until.IsZero() {
+			until = time.Now()
+		}
+		bound := int64(math.Ceil(float64(until.Sub(since)) / float64(time.Millisecond)))
 		d := got.DwellMs - before.DwellMs
 		if got.DwellCount != before.DwellCount+1 || d < 1 || d > bound {
 			t.Errorf("%s: %d dwells (%d before), the new one %d ms; want one of 1 ms to the %d ms the test spent", what, got.DwellCount, before.DwellCount, d, bound)
@@ -175,15 +183,15 @@ func TestTracker(t *testing.T) {
 	t1 := time.Now()
 	browser.Do(60*time.Second, chromedp.Click(chromedp.CSS(`#to-b`)))
 	browser.WaitFor(60*time.Second, "the link's page", `location.pathname === '/b' && document.readyState === 'complete'`, `location.href`)
+	dwellWithin("/a, left by a link", "sku-1", totals{PageViews: 1, DwellCount: 1}, sku1, t0, time.Time{})
 	wait("the click on the link and the page view of /b", "/v1/products/sku-2", totals{Clicks: 1, PageViews: 1})
-	dwellWithin("/a, left by a link", "sku-1", totals{PageViews: 1, DwellCount: 1}, sku1, t0)
 	wait("the click, the dwell and the page view", user, totals{Clicks: 1, PageViews: 2, DwellCount: 1})
 
 	// 3. A reload: the dwell of the page, and a new page view for the same id.
 	sku2 := product("sku-2")
 	t2 := time.Now()
 	browser.Do(60*time.Second, chromedp.Reload())
-	dwellWithin("/b, reloaded", "sku-2", totals{Clicks: 1, PageViews: 2, DwellCount: 1}, sku2, t1)
+	dwellWithin("/b, reloaded", "sku-2", totals{Clicks: 1, PageViews: 2, DwellCount: 1}, sku2, t1, time.Time{})
 	wait("the reload", user, totals{Clicks: 1, PageViews: 3, DwellCount: 2})
 	if got := browsertest.Eval[string](browser, `localStorage.getItem('cs_anon')`); got != anon {
 		t.Fatalf("after a reload the anonymous id is %s, was %s", got, anon)
@@ -195,74 +203,91 @@ func TestTracker(t *testing.T) {
 	t3 := time.Now()
 	browser.Do(60*time.Second, chromedp.Click(chromedp.CSS(`#spa`)))
 	browser.WaitFor(60*time.Second, "the quick view", `location.pathname === '/b/quick-view'`, `location.href`)
-	dwellWithin("/b, left by pushState", "sku-2", totals{Clicks: 1, PageViews: 2, DwellCount: 2}, sku2, t2)
+	dwellWithin("/b, left by pushState", "sku-2", totals{Clicks: 1, PageViews: 2, DwellCount: 2}, sku2, t2, time.Now())
 	sku3 := wait("the page view of the quick view", "/v1/products/sku-3", totals{PageViews: 1})
 	wait("pushState", user, totals{Clicks: 1, PageViews: 4, DwellCount: 3})
 	sku2 = product("sku-2")
 	t4 := time.Now()
 	browser.Do(30*time.Second, chromedp.Evaluate[chromedp.Void](`history.back()`))
 	browser.WaitFor(60*time.Second, "back from the quick view", `location.pathname === '/b'`, `location.href`)
-	dwellWithin("the quick view, left by popstate", "sku-3", totals{PageViews: 1, DwellCount: 1}, sku3, t3)
+	dwellWithin("the quick view, left by popstate", "sku-3", totals{PageViews: 1, DwellCount: 1}, sku3, t3, time.Now())
 	wait("the page view of /b again", "/v1/products/sku-2", totals{Clicks: 1, PageViews: 3, DwellCount: 2})
 	wait("popstate", user, totals{Clicks: 1, PageViews: 5, DwellCount: 4})
 
-	// 5. The tab is hidden (the browser puts it in the background): the dwell of the
-	// page, once. Leaving the hidden page sends no other: time hidden does not count.
+	// 5. The window is minimized (the person switches to another application): the
+	// dwell of the page, once. A reload while it is hidden is a page view whose time
+	// hidden does not count: once shown, and hidden again, its dwell is at most the
+	// time since it was shown. Leaving a hidden page sends nothing.
 	sku2 = product("sku-2")
 	browser.Hide()
+	browser.WaitFor(30*time.Second, "the page hidden", `document.visibilityState === 'hidden'`, `document.visibilityState`)
+	dwellWithin("/b, hidden", "sku-2", totals{Clicks: 1, PageViews: 3, DwellCount: 3}, sku2, t4, time.Now())
+	browser.Do(60*time.Second, chromedp.Reload())
 	if v := browsertest.Eval[string](browser, `document.visibilityState`); v != "hidden" {
-		t.Fatalf("the hidden tab's page is %s", v)
+		t.Fatalf("the page reloaded in the minimized window is %s", v)
 	}
-	dwellWithin("/b, hidden", "sku-2", totals{Clicks: 1, PageViews: 3, DwellCount: 3}, sku2, t4)
-	browser.Navigate("about:blank")
+	sku2 = wait("the reload while hidden", "/v1/products/sku-2", totals{Clicks: 1, PageViews: 4, DwellCount: 3})
+	wait("the reload while hidden", user, totals{Clicks: 1, PageViews: 6, DwellCount: 5})
+	// The person stays away a while; no condition is awaited. Were time hidden
+	// counted, the next dwell would pass its bound by about this much.
+	time.Sleep(time.Second)
+	t5 := time.Now()
+	browser.Show()
+	browser.WaitFor(30*time.Second, "the page shown", `document.visibilityState === 'visible'`, `document.visibilityState`)
+	browser.Hide()
+	browser.WaitFor(30*time.Second, "the page hidden again", `document.visibilityState === 'hidden'`, `document.visibilityState`)
+	dwellWithin("/b, loaded hidden, shown, hidden", "sku-2", totals{Clicks: 1, PageViews: 4, DwellCount: 4}, sku2, t5, time.Now())
+	wait("shown and hidden", user, totals{Clicks: 1, PageViews: 6, DwellCount: 6})
 	if p := browser.Problems(); len(p) > 0 {
 		t.Errorf("the shop's pages logged errors:\n  %s", strings.Join(p, "\n  "))
 	}
 
-	// 6. Another tab (the same profile): a user the site knows, with DNT respected and
-	// not set.
-	tab := browser.NewTab()
-	tab.Navigate(shopSrv.URL + "/known")
+	// 6. A user the site knows, with DNT respected and not set; the page is loaded in
+	// the minimized window, which is then restored. /b, left while hidden, sends nothing
+	// (the stream's events, at the end, say so).
+	browser.Navigate(shopSrv.URL + "/known")
 	wait("the signed-in user's page view", "/v1/users/u-known", totals{PageViews: 1})
+	browser.Show()
+	browser.WaitFor(30*time.Second, "the page shown", `document.visibilityState === 'visible'`, `document.visibilityState`)
 
 	// 7. Anonymous tracking off: nothing for an unknown user, until the site knows them.
-	tab.Navigate(shopSrv.URL + "/quiet")
+	browser.Navigate(shopSrv.URL + "/quiet")
 	wait("/known, left", "/v1/users/u-known", totals{PageViews: 1, DwellCount: 1})
-	tab.Do(30*time.Second, chromedp.Evaluate[chromedp.Void](`window.csUserId = 'u-late'`))
-	tab.Do(30*time.Second, chromedp.Click(chromedp.CSS(`#buy`)))
+	browser.Do(30*time.Second, chromedp.Evaluate[chromedp.Void](`window.csUserId = 'u-late'`))
+	browser.Do(30*time.Second, chromedp.Click(chromedp.CSS(`#buy`)))
 	wait("the click once the user is known", "/v1/users/u-late", totals{Clicks: 1})
 	wait("/quiet, viewed before the user was known", "/v1/products/sku-5", totals{Clicks: 1})
 
 	// 8. Global Privacy Control with data-respect-dnt: nothing at all.
-	tab.Navigate(shopSrv.URL + "/private")
+	browser.Navigate(shopSrv.URL + "/private")
 	wait("/quiet, left", "/v1/users/u-late", totals{Clicks: 1, DwellCount: 1})
-	tab.Do(30*time.Second, chromedp.Click(chromedp.CSS(`#buy`)))
-	tab.Navigate(shopSrv.URL + "/known")
+	browser.Do(30*time.Second, chromedp.Click(chromedp.CSS(`#buy`)))
+	browser.Navigate(shopSrv.URL + "/known")
 	wait("the signed-in user's page view again", "/v1/users/u-known", totals{PageViews: 2, DwellCount: 1})
 	wait("the private page, after the next page's view", "/v1/products/sku-6", totals{})
 
 	// 9. The demo shop, served by ingest: its own origin, its own anonymous id.
-	tab.Navigate(ingest + "/demo/p/sku-1")
+	browser.Navigate(ingest + "/demo/p/sku-1")
 	wait("/known, left again", "/v1/users/u-known", totals{PageViews: 2, DwellCount: 2})
-	demo := browsertest.Eval[string](tab, `localStorage.getItem('cs_anon')`)
+	demo := browsertest.Eval[string](browser, `localStorage.getItem('cs_anon')`)
 	if !anonID.MatchString(demo) || demo == anon {
 		t.Fatalf("the demo shop's anonymous id is %q (the test shop's %s); want one of its own", demo, anon)
 	}
 	wait("the demo's page view", "/v1/users/"+demo, totals{PageViews: 1})
-	tab.Do(30*time.Second, chromedp.Click(chromedp.CSS(`#add`)))
+	browser.Do(30*time.Second, chromedp.Click(chromedp.CSS(`#add`)))
 	wait("the demo's add to cart", "/v1/users/"+demo, totals{Clicks: 1, PageViews: 1})
-	if p := tab.Problems(); len(p) > 0 {
+	if p := browser.Problems(); len(p) > 0 {
 		t.Errorf("the pages logged errors:\n  %s", strings.Join(p, "\n  "))
 	}
 
 	// 10. A page of an origin CORS_ORIGINS does not list: its beacons are refused, and
 	// nothing is counted. Ingest's metrics say when all four have been refused: the
 	// page view, then the click, the dwell and the page view of the link.
-	tab.Navigate(otherSrv.URL + "/a")
+	browser.Navigate(otherSrv.URL + "/a")
 	wait("the demo page, left", "/v1/users/"+demo, totals{Clicks: 1, PageViews: 1, DwellCount: 1})
-	tab.Do(60*time.Second, chromedp.Click(chromedp.CSS(`#to-b`)))
-	tab.WaitFor(60*time.Second, "the link's page", `location.pathname === '/b' && document.readyState === 'complete'`, `location.href`)
-	stranger := browsertest.Eval[string](tab, `localStorage.getItem('cs_anon')`)
+	browser.Do(60*time.Second, chromedp.Click(chromedp.CSS(`#to-b`)))
+	browser.WaitFor(60*time.Second, "the link's page", `location.pathname === '/b' && document.readyState === 'complete'`, `location.href`)
+	stranger := browsertest.Eval[string](browser, `localStorage.getItem('cs_anon')`)
 	const refusedSeries = `ingest_rejected_requests_total{reason="origin"}`
 	deadline := time.Now().Add(60 * time.Second)
 	for metricstest.Scrape(t, ingest+"/metrics")[refusedSeries] < 4 {
@@ -288,7 +313,7 @@ func TestTracker(t *testing.T) {
 	}
 	pv, click, dwell := events.PageView, events.Click, events.Dwell
 	add(anon, pv, "sku-1", click, "sku-2", dwell, "sku-1", pv, "sku-2", dwell, "sku-2", pv, "sku-2",
-		dwell, "sku-2", pv, "sku-3", dwell, "sku-3", pv, "sku-2", dwell, "sku-2")
+		dwell, "sku-2", pv, "sku-3", dwell, "sku-3", pv, "sku-2", dwell, "sku-2", pv, "sku-2", dwell, "sku-2")
 	add("u-known", pv, "sku-4", dwell, "sku-4", pv, "sku-4", dwell, "sku-4")
 	add("u-late", click, "sku-5", dwell, "sku-5")
 	add(demo, pv, "sku-1", click, "sku-1", dwell, "sku-1")

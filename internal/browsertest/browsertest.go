@@ -2,8 +2,8 @@
 // finds the browser (and fails with the command that installs it when there is none),
 // starts it with a clean profile for one test, answers the browser's HTTP
 // authentication prompt as a person would, collects what the pages log as errors, waits
-// for conditions in the page, opens more tabs, hides a tab as the browser does a
-// background one, and takes screenshots at a given window size.
+// for conditions in the page, hides and shows the page (its window minimized and
+// restored), and takes screenshots at a given window size.
 //
 // Tests that use it are browser tests of the pipeline's own pages, and of test pages
 // that use them, served from loopback: the browser loads nothing else.
@@ -22,9 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/fetch"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -90,59 +90,25 @@ func Start(t testing.TB) *Browser {
 		cancelAlloc()
 	})
 	b := &Browser{t: t, ctx: ctx}
-	if err := b.open(); err != nil {
-		t.Fatalf("browser test: start %s: %v", path, err)
-	}
-	return b
-}
-
-// open starts the tab (and, for the first, the browser), collects what its pages log
-// as errors, and sets its locale.
-func (b *Browser) open() error {
-	console := chromedp.Console(b.ctx) // subscribed before any page loads
+	console := chromedp.Console(ctx) // starts the browser; subscribed before any page loads
 	go func() {
 		for m, err := range console {
 			if err != nil {
 				return
 			}
 			if m.Type == chromedp.ConsoleError || m.IsException() {
-				b.problem(m.String() + " (" + m.URL + ")")
+				b.mu.Lock()
+				b.problems = append(b.problems, m.String()+" ("+m.URL+")")
+				b.mu.Unlock()
 			}
 		}
 	}()
-	start, cancelStart := context.WithTimeout(b.ctx, 60*time.Second)
+	start, cancelStart := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelStart()
-	_, err := chromedp.Call(start, emulation.SetLocaleOverride, emulation.SetLocaleOverrideParams{Locale: "en-US"})
-	return err
-}
-
-// NewTab opens another tab of the same browser, with the same profile (cookies,
-// localStorage), closed when the test ends. Its pages' errors are its own Problems.
-func (b *Browser) NewTab() *Browser {
-	b.t.Helper()
-	ctx, cancel := chromedp.NewContext(b.ctx)
-	b.t.Cleanup(cancel)
-	tab := &Browser{t: b.t, ctx: ctx}
-	if err := tab.open(); err != nil {
-		b.t.Fatalf("browser: new tab: %v", err)
+	if _, err := chromedp.Call(start, emulation.SetLocaleOverride, emulation.SetLocaleOverrideParams{Locale: "en-US"}); err != nil {
+		t.Fatalf("browser test: start %s: %v", path, err)
 	}
-	return tab
-}
-
-// Hide hides the tab's page as Chromium hides a tab it puts in the background and
-// freezes: the page gets a visibilitychange to hidden (and may send its beacons), is
-// frozen, then resumed, still hidden. Headless Chromium has no way to show the tab
-// again, and a page loaded in it afterwards may start hidden or visible: use another
-// tab (NewTab) for what comes next.
-func (b *Browser) Hide() {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	for _, s := range []page.SetWebLifecycleStateState{page.SetWebLifecycleStateStateFrozen, page.SetWebLifecycleStateStateActive} {
-		if _, err := chromedp.Call(ctx, page.SetWebLifecycleState, page.SetWebLifecycleStateParams{State: s}); err != nil {
-			b.t.Fatalf("browser: set the page %s: %v", s, err)
-		}
-	}
+	return b
 }
 
 // Context is the tab's chromedp context, for actions this package does not wrap.
@@ -211,6 +177,34 @@ func (b *Browser) WaitFor(timeout time.Duration, what, cond, show string) {
 		note = " (last evaluation: " + last.Error() + ")"
 	}
 	b.t.Fatalf("browser: %s: not within %v%s; the page shows %s%s", what, timeout, note, shown, b.problemsNote())
+}
+
+// Hide minimizes the tab's window, as a person does who switches to another
+// application: the page becomes hidden (visibilitychange) and stays so until Show.
+func (b *Browser) Hide() {
+	b.t.Helper()
+	b.setWindow(browser.WindowStateMinimized)
+}
+
+// Show restores the tab's window: the page becomes visible again.
+func (b *Browser) Show() {
+	b.t.Helper()
+	b.setWindow(browser.WindowStateNormal)
+}
+
+func (b *Browser) setWindow(state browser.WindowState) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	w, err := chromedp.CallBrowser(ctx, browser.GetWindowForTarget,
+		browser.GetWindowForTargetParams{TargetID: chromedp.FromContext(b.ctx).Target.TargetID})
+	if err == nil {
+		_, err = chromedp.CallBrowser(ctx, browser.SetWindowBounds,
+			browser.SetWindowBoundsParams{WindowID: w.WindowID, Bounds: &browser.Bounds{WindowState: state}})
+	}
+	if err != nil {
+		b.t.Fatalf("browser: set the window %s: %v", state, err)
+	}
 }
 
 // SetSize sets the tab's viewport to width×height CSS pixels at scale 1.
