@@ -32,7 +32,7 @@ func newBrowser(h *handler) *browser {
 		b.demo = newDemoShop(key, c.DemoLink)
 	}
 	h.logger.Info("browser collector", "cors_origins", c.CORSOrigins, "tracker_bytes", len(b.script.body),
-		"tracker_gzip_bytes", len(b.script.gz), "demo", c.Demo)
+		"tracker_gzip_bytes", len(b.script.gz), "demo", c.Demo, "demo_dashboard_url", c.DemoLink)
 	return b
 }
 

@@ -38,10 +38,6 @@ func readBrowserConfig(r *config.Reader) BrowserConfig {
 	}
 }
 
-// MaxTrackerGzip is the bound on the tracker's size as served gzip-compressed, which a
-// test holds it to: it loads on every page of a site.
-const MaxTrackerGzip = 2048
-
 //go:embed web/t.js
 var trackerSource []byte
 

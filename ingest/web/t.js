@@ -28,7 +28,7 @@
   var url = new URL('/v1/collect', tag.src).href;
   // The contract's ids and largest duration: an event ingest would refuse is not sent,
   // because a refused beacon would take the others of its body with it.
-  var ID = /^[\w.:@-]{1,128}$/, MAX = 864e5;
+  var ID = /^(?!\.\.?$)[\w.:@-]{1,128}$/, MAX = 864e5;
   var anon, page = '', shown = null, path = location.pathname + location.search;
 
   function rnd() {
