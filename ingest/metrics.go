@@ -40,6 +40,7 @@ const (
 const (
 	reasonEncoding = "content_encoding" // 415: Content-Encoding other than identity or gzip
 	reasonInflight = "inflight"         // 503: MAX_INFLIGHT_BYTES of bodies being received
+	reasonOrigin   = "origin"           // 403: a page of an origin CORS_ORIGINS does not list
 )
 
 func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
@@ -60,7 +61,7 @@ func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
 		Help: "Requests to the event endpoints answered with an error (nothing written), by reason.",
 	}, []string{"reason"})
 	for _, r := range []string{reasonInvalid, reasonUnauthorized, reasonTimeout, reasonTooLarge, reasonTooMany,
-		reasonContentType, reasonEncoding, reasonBackpressure, reasonInflight, reasonUnavailable, reasonInternal} {
+		reasonContentType, reasonEncoding, reasonBackpressure, reasonInflight, reasonUnavailable, reasonInternal, reasonOrigin} {
 		rejected.WithLabelValues(r)
 	}
 	flush := prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -136,6 +137,8 @@ func rejectReason(err error) string {
 		switch st.Code {
 		case http.StatusUnauthorized:
 			return reasonUnauthorized
+		case http.StatusForbidden:
+			return reasonOrigin
 		case http.StatusRequestTimeout:
 			return reasonTimeout
 		case http.StatusRequestEntityTooLarge:

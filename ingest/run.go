@@ -38,6 +38,7 @@ type Config struct {
 	AllowEviction        bool                // ALLOW_EVICTION: run on a Redis that may evict keys
 	HTTP                 config.HTTPTimeouts // HTTP_*_TIMEOUT
 	Segment              SegmentConfig       // SEGMENT_*: the Segment API (segment.go)
+	Browser              BrowserConfig       // CORS_ORIGINS, DEMO*: the collector in the browser (tracker.go)
 }
 
 func readConfig(r *config.Reader) Config {
@@ -61,6 +62,7 @@ func readConfig(r *config.Reader) Config {
 		AllowEviction:        r.Bool("ALLOW_EVICTION", false),
 		HTTP:                 r.HTTPTimeouts(),
 		Segment:              readSegmentConfig(r),
+		Browser:              readBrowserConfig(r),
 	}
 }
 

@@ -9,6 +9,7 @@
 #   INGEST_ADDR=127.0.0.1:9080 scripts/run.sh
 #   REDIS_URL=redis://127.0.0.1:6379/0 scripts/run.sh   # use an existing Redis instead
 #   DATA_DIR=/tmp/cs scripts/run.sh         # Redis's data and the logs there, not in .data/
+#   DEMO=false scripts/run.sh               # without the demo shop (ingest's /demo/)
 #
 # Processor N is consumer CONSUMER_NAME-N (default local-N), also after a restart, so a
 # restarted processor re-reads its own pending entries at once.
@@ -42,6 +43,9 @@ cd "$root"
 export INGEST_ADDR=${INGEST_ADDR:-127.0.0.1:8080}
 export QUERY_ADDR=${QUERY_ADDR:-127.0.0.1:8081}
 export PROCESSOR_ADDR=${PROCESSOR_ADDR:-127.0.0.1:8082}
+# The demo shop: ingest serves a few product pages that carry the tracker (t.js), each
+# linking to the dashboard, so that clicking around shows the counts move.
+export DEMO=${DEMO:-true}
 processors=${PROCESSORS:-1}
 consumer=${CONSUMER_NAME:-local} # processor N is $consumer-N
 data_dir=${DATA_DIR:-$root/.data}
@@ -155,6 +159,8 @@ redis_dir=$data_dir/redis
 log_dir=$data_dir/logs
 mkdir -p "$redis_dir" "$log_dir"
 
+[[ -n ${DEMO_DASHBOARD_URL:-} ]] || export DEMO_DASHBOARD_URL="$(url "$QUERY_ADDR")/"
+
 names+=(ingest) bins+=(ingest) addrs+=("$INGEST_ADDR")
 for ((n = 1; n <= processors; n++)); do
 	names+=("processor-$n") bins+=(processor) addrs+=("${PROCESSOR_ADDR%:*}:$((proc_port + n - 1))")
@@ -264,6 +270,9 @@ cat <<EOF
 Pipeline is running (Ctrl-C stops it).
   dashboard  $query_url/
   ingest     $ingest_url/v1/events
+EOF
+case ${DEMO,,} in 1 | t | true) printf '  demo shop  %s/demo/   (click around, then watch the dashboard move)\n' "$ingest_url" ;; esac
+cat <<EOF
   queryapi   $query_url/v1/users/:id  /v1/products/:id  /v1/products/top  /v1/pipeline
   redis      $REDIS_URL
   logs       tail -f $log_dir/*.log

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh runs the whole test suite with the race detector, after making sure that what
 # it needs is there: redis-server (each test starts its own), a C compiler (-race
-# needs cgo), Chromium (the dashboard's browser test) and node with npm (the Segment
+# needs cgo), Chromium (the browser tests) and node with npm (the Segment
 # Node SDK test). scripts/deps.sh installs
 # them when run as root on Debian or Ubuntu, or stops at once with the command to run.
 #

@@ -2,10 +2,11 @@
 // finds the browser (and fails with the command that installs it when there is none),
 // starts it with a clean profile for one test, answers the browser's HTTP
 // authentication prompt as a person would, collects what the pages log as errors, waits
-// for conditions in the page, and takes screenshots at a given window size.
+// for conditions in the page, hides and shows the page (its window minimized and
+// restored), and takes screenshots at a given window size.
 //
-// Tests that use it are browser tests of the pipeline's own pages, served from
-// loopback: the browser loads nothing else.
+// Tests that use it are browser tests of the pipeline's own pages, and of test pages
+// that use them, served from loopback: the browser loads nothing else.
 package browsertest
 
 import (
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/chromedp"
@@ -175,6 +177,34 @@ func (b *Browser) WaitFor(timeout time.Duration, what, cond, show string) {
 		note = " (last evaluation: " + last.Error() + ")"
 	}
 	b.t.Fatalf("browser: %s: not within %v%s; the page shows %s%s", what, timeout, note, shown, b.problemsNote())
+}
+
+// Hide minimizes the tab's window, as a person does who switches to another
+// application: the page becomes hidden (visibilitychange) and stays so until Show.
+func (b *Browser) Hide() {
+	b.t.Helper()
+	b.setWindow(browser.WindowStateMinimized)
+}
+
+// Show restores the tab's window: the page becomes visible again.
+func (b *Browser) Show() {
+	b.t.Helper()
+	b.setWindow(browser.WindowStateNormal)
+}
+
+func (b *Browser) setWindow(state browser.WindowState) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	w, err := chromedp.CallBrowser(ctx, browser.GetWindowForTarget,
+		browser.GetWindowForTargetParams{TargetID: chromedp.FromContext(b.ctx).Target.TargetID})
+	if err == nil {
+		_, err = chromedp.CallBrowser(ctx, browser.SetWindowBounds,
+			browser.SetWindowBoundsParams{WindowID: w.WindowID, Bounds: &browser.Bounds{WindowState: state}})
+	}
+	if err != nil {
+		b.t.Fatalf("browser: set the window %s: %v", state, err)
+	}
 }
 
 // SetSize sets the tab's viewport to width×height CSS pixels at scale 1.
