@@ -112,7 +112,11 @@ func (h *handler) read(c echo.Context) (*requestBody, error) {
 // readUpTo is read with a limit of its own (the Segment endpoints have Segment's).
 func (h *handler) readUpTo(c echo.Context, max int64) (*requestBody, error) {
 	// Refused before the body is read: shedding load should cost next to nothing.
-	if reason := h.bp.Reason(); reason != "" {
+	switch reason := h.bp.Reason(); reason {
+	case "":
+	case notChecked: // Redis has not answered since ingest started: unavailable, as it is
+		return nil, &server.Unavailable{Err: errors.New(reason)}
+	default:
 		return nil, &server.Status{Code: http.StatusServiceUnavailable, Msg: reason}
 	}
 	buf := bufPool.Get().(*[]byte)
