@@ -122,19 +122,30 @@ func (d *decoder) array() ([]Event, *Error) {
 			return nil, err
 		}
 		out = append(out, ev)
-		d.skipSpace()
-		if d.pos == len(d.buf) {
-			return nil, d.fail(-1, "unexpected end of JSON array")
-		}
-		c := d.buf[d.pos]
-		d.pos++
-		if c == ']' {
+		if done, err := d.nextElement(); err != nil {
+			return nil, err
+		} else if done {
 			return out, nil
 		}
-		if c != ',' {
-			return nil, d.fail(-1, "expected ',' or ']' in array")
-		}
 	}
+}
+
+// nextElement moves past what follows an array element: done at the closing ']', an
+// error for anything but ','.
+func (d *decoder) nextElement() (done bool, err *Error) {
+	d.skipSpace()
+	if d.pos == len(d.buf) {
+		return false, d.fail(-1, "unexpected end of JSON array")
+	}
+	c := d.buf[d.pos]
+	d.pos++
+	if c == ']' {
+		return true, nil
+	}
+	if c != ',' {
+		return false, d.fail(-1, "expected ',' or ']' in array")
+	}
+	return false, nil
 }
 
 func (d *decoder) ndjson() ([]Event, *Error) {

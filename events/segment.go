@@ -274,17 +274,10 @@ func (d *segmentDecoder) batch() ([]segmentItem, *Error) {
 			it.reject(SegmentRejectedTooLarge, "call larger than "+strconv.Itoa(d.m.MaxItemBytes)+" bytes")
 		}
 		items = append(items, it)
-		d.skipSpace()
-		if d.pos == len(d.buf) {
-			return nil, d.fail(-1, "unexpected end of JSON array")
-		}
-		c := d.buf[d.pos]
-		d.pos++
-		if c == ']' {
+		if done, err := d.nextElement(); err != nil {
+			return nil, err
+		} else if done {
 			return items, nil
-		}
-		if c != ',' {
-			return nil, d.fail(-1, "expected ',' or ']' in array")
 		}
 	}
 }
