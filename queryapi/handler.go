@@ -27,6 +27,7 @@ type handler struct {
 	redisErrors prometheus.Counter // failed round trips of the handlers that call Redis themselves
 	retention   events.Retention   // STATS_RETENTION_*: which buckets still exist
 	now         func() time.Time
+	shared      *coalescer // concurrent identical statistics reads share one
 	live        *liveHub   // GET /v1/live
 	web         *dashboard // the dashboard's pages and files
 }

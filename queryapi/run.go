@@ -95,7 +95,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	reader := newTotalsReader(rdb, gens, cfg.RedisTimeout, readErrors)
 	wg.Go(func() { reader.Run(readerCtx, 4) })
 	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout, redisErrors: readErrors,
-		retention: cfg.Retention, now: time.Now, reader: reader}
+		retention: cfg.Retention, now: time.Now, reader: reader, shared: newCoalescer()}
 
 	h.web = mustDashboard()
 	h.live = newLiveHub(cfg.Live, h.liveSnapshot, logger, reg)

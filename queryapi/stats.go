@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"slices"
@@ -160,7 +161,10 @@ func (h *handler) summary(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	sum, err := h.readSummary(c.Request().Context(), s, now.UnixMilli())
+	key := "summary " + strconv.FormatInt(s.from, 10) + " " + strconv.FormatInt(s.to, 10)
+	sum, err := coalesce(h.shared, c.Request().Context(), key, func(ctx context.Context) (Summary, error) {
+		return h.readSummary(ctx, s, now.UnixMilli())
+	})
 	if err != nil {
 		return err
 	}
@@ -275,7 +279,10 @@ func (h *handler) timeseries(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out, err := h.readSeries(c.Request().Context(), q, s, now.UnixMilli())
+	key := fmt.Sprintf("series %s %d %q %d %d", q.metric, q.interval, q.product, s.from, s.to)
+	out, err := coalesce(h.shared, c.Request().Context(), key, func(ctx context.Context) (Series, error) {
+		return h.readSeries(ctx, q, s, now.UnixMilli())
+	})
 	if err != nil {
 		return err
 	}
@@ -438,7 +445,10 @@ func (h *handler) statsTopProducts(c echo.Context) error {
 	if by != events.FieldClicks && by != events.FieldPageViews {
 		return server.BadRequest("by: must be clicks or page_views")
 	}
-	out, err := h.readTopProducts(c.Request().Context(), s, now.UnixMilli(), by, limit)
+	key := fmt.Sprintf("top %s %d %d %d", by, limit, s.from, s.to)
+	out, err := coalesce(h.shared, c.Request().Context(), key, func(ctx context.Context) (TopProducts, error) {
+		return h.readTopProducts(ctx, s, now.UnixMilli(), by, limit)
+	})
 	if err != nil {
 		return err
 	}
