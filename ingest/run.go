@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
 	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/server"
@@ -98,7 +99,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 
 	redis.SetLogger(server.RedisLog{Logger: logger})
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {

@@ -8,11 +8,11 @@ import (
 	"io"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
 	"github.com/clickstream/pipeline/internal/rebuild"
 	"github.com/clickstream/pipeline/internal/recount"
 	"github.com/clickstream/pipeline/internal/server"
-	"github.com/redis/go-redis/v9"
 )
 
 // runRebuild is `processor rebuild [--cancel]` (see internal/rebuild).
@@ -39,7 +39,7 @@ func runRebuild(ctx context.Context, args []string, getenv func(string) string, 
 	ropt.ReadTimeout = cfg.RedisTimeout
 	ropt.WriteTimeout = cfg.RedisTimeout
 	ropt.DialTimeout = cfg.RedisTimeout
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
 	logger = logger.With("stream", keys.Stream())
@@ -108,7 +108,7 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	ropt.ReadTimeout = cfg.RedisTimeout
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
 	return recount.Run(ctx, rdb, events.NewKeys(cfg.Namespace), q, cfg.RedisTimeout, stdout)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
 	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/metrics"
@@ -108,7 +109,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger = logger.With("consumer", cfg.Consumer)
 	redis.SetLogger(server.RedisLog{Logger: logger})
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
 	keys := events.NewKeys(cfg.Namespace)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),

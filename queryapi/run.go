@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
 	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/metrics"
@@ -59,7 +60,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
 	redis.SetLogger(server.RedisLog{Logger: logger})
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
