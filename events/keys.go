@@ -5,11 +5,14 @@ import (
 	"strconv"
 )
 
-// Keys names every Redis key the pipeline uses. All of them carry the same hash tag,
-// {namespace}, because the ingest and apply scripts touch the stream, the dedup markers
-// and the aggregates in one call: on Redis Cluster they must live in one slot.
+// Keys names every Redis key of one partition of the pipeline (see Layout; with one
+// partition, the default, of the whole pipeline). All of them carry the partition's hash
+// tag, {namespace} for the only partition, because the ingest and apply scripts touch
+// the stream, the dedup markers and the aggregates in one call: on Redis Cluster they
+// must live in one slot.
 type Keys struct {
-	tag string // "{namespace}"
+	tag       string // "{namespace}", or a partition's tag (see Layout)
+	partition int
 }
 
 // DefaultNamespace is the namespace used when none is configured.
@@ -23,6 +26,9 @@ func NewKeys(namespace string) Keys {
 	}
 	return Keys{tag: "{" + namespace + "}"}
 }
+
+// Partition is the number of the partition these keys name, from 0.
+func (k Keys) Partition() int { return k.partition }
 
 // Stream is the event stream: the source of truth every count is derived from.
 func (k Keys) Stream() string { return k.tag + ":events" }

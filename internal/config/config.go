@@ -247,6 +247,12 @@ func (r *Reader) Namespace() string {
 	return v
 }
 
+// Partitions reads STREAM_PARTITIONS, the number of partitions of the event stream
+// (see events.Layout): 1, the default, is a single stream with today's keys.
+func (r *Reader) Partitions() int {
+	return r.Int("STREAM_PARTITIONS", 1, 1, events.MaxPartitions)
+}
+
 // Logger reads LOG_FORMAT (text or json) and LOG_LEVEL (debug, info, warn, error).
 func (r *Reader) Logger(w io.Writer) *slog.Logger {
 	var level slog.Level
