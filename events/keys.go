@@ -40,6 +40,11 @@ func (k Keys) DeadLetter() string { return k.tag + ":deadletter" }
 // Marker is the key that remembers an event_id for the dedup window.
 func (k Keys) Marker(eventID string) string { return k.tag + ":seen:" + eventID }
 
+// WaitFence is a key ingest writes, with WRITE_REPLICAS, before it waits for replicas
+// after a flush that found duplicates, so that the wait also covers the first copies,
+// written by other connections (see ingest's flush).
+func (k Keys) WaitFence() string { return k.tag + ":fence" }
+
 // Generation is the pointer to the generation of aggregates that queries read and
 // processors write. A missing pointer means generation 1.
 func (k Keys) Generation() string { return k.tag + ":generation" }

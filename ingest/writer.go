@@ -26,7 +26,9 @@ var dedupScript = redis.NewScript(dedupSource)
 // events with one script call, and answers each request only after Redis has replied.
 type Writer struct {
 	rdb       redis.UniversalClient
-	keys      events.Keys
+	layout    events.Layout
+	replicas  int    // WRITE_REPLICAS: replicas that must confirm a write before its 202
+	waitMs    int64  // how long WAIT may wait for them
 	window    string // dedup window in seconds, as the script's argument
 	timeout   time.Duration
 	maxEvents int
@@ -61,11 +63,15 @@ type writeResult struct {
 	err        error
 }
 
-// NewWriter starts flushers goroutines that run until ctx is cancelled.
-func NewWriter(ctx context.Context, rdb redis.UniversalClient, keys events.Keys, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
+// NewWriter starts flushers goroutines that run until ctx is cancelled. replicas is
+// WRITE_REPLICAS: with it above 0, a write is answered only once that many replicas of
+// its master confirm it (WAIT), within three quarters of timeout.
+func NewWriter(ctx context.Context, rdb redis.UniversalClient, layout events.Layout, replicas int, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
 	w := &Writer{
 		rdb:       rdb,
-		keys:      keys,
+		layout:    layout,
+		replicas:  replicas,
+		waitMs:    max(timeout.Milliseconds()*3/4, 1),
 		window:    strconv.FormatInt(int64(window/time.Second), 10),
 		timeout:   timeout,
 		maxEvents: maxEvents,
@@ -123,7 +129,6 @@ wait:
 
 func (w *Writer) flusher(ctx context.Context) {
 	var batch []*writeReq
-	var cmds []*redis.Cmd
 	for {
 		var first *writeReq
 		select {
@@ -150,7 +155,7 @@ func (w *Writer) flusher(ctx context.Context) {
 			}
 		}
 		w.m.flushEvents.Observe(float64(n))
-		cmds = w.flush(batch, cmds)
+		w.flush(batch)
 	}
 }
 
@@ -167,134 +172,6 @@ func (w *Writer) drainStopped() {
 			return
 		}
 	}
-}
-
-// flush writes a batch of requests in one round trip. Each request is atomic on its
-// own: a single event is one command, several events are wrapped in MULTI/EXEC (also
-// in the AOF, so a Redis crash cannot keep half of a request). An event without an
-// event_id is a plain XADD; one with an event_id goes through dedupScript. Plain XADDs
-// are used where no dedup is needed because an XADD from a script costs Redis about
-// twice as much, and bare commands are used for single events because queuing them in
-// a transaction costs Redis more than the XADD itself.
-func (w *Writer) flush(batch []*writeReq, cmds []*redis.Cmd) []*redis.Cmd {
-	// The flush is not tied to any one request's context: once sent, it runs to
-	// completion in Redis whatever the clients do, and its reply settles every request.
-	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
-	defer cancel()
-	stream := w.keys.Stream()
-	pipe := w.rdb.Pipeline()
-	for _, r := range batch {
-		if r.hasEventIDs() {
-			// Loaded ahead of the EVALSHAs in the same round trip, so they cannot meet
-			// an empty script cache (after a Redis restart).
-			pipe.ScriptLoad(ctx, dedupSource)
-			break
-		}
-	}
-	cmds = cmds[:0]
-	for _, r := range batch {
-		multi := len(r.events) > 1
-		if multi {
-			pipe.Do(ctx, "multi")
-		}
-		for i := range r.events {
-			ev := &r.events[i]
-			var args []any
-			if ev.EventID == "" {
-				args = append(make([]any, 0, 13), "xadd", stream, "*")
-			} else {
-				args = append(make([]any, 0, 17), "evalsha", dedupScript.Hash(), 2, w.keys.Marker(ev.EventID), stream, w.window)
-			}
-			c := pipe.Do(ctx, ev.AppendFields(args)...)
-			if !multi {
-				cmds = append(cmds, c)
-			}
-		}
-		if multi {
-			cmds = append(cmds, pipe.Do(ctx, "exec"))
-		}
-	}
-	_, err := pipe.Exec(ctx)
-	if err != nil {
-		w.m.writeErrors.Inc() // before any answer: a client that got its 503 finds it counted
-	}
-	var late, lateEvents int
-	for i, r := range batch {
-		res := r.result(cmds[i])
-		if res.err == nil && cmds[i].Val() == nil {
-			// No reply at all: the round trip failed before this command ran. go-redis
-			// leaves a Redis error met while setting up the connection (WRONGPASS, a bad
-			// DB index) off the commands, so their own Err is nil; nothing was written.
-			res.err = err
-			if res.err == nil {
-				res.err = errors.New("no reply from Redis")
-			}
-		}
-		if r.state.CompareAndSwap(reqSent, reqAnswered) {
-			r.done <- res
-			continue
-		}
-		// Orphaned: the client was answered 503 while Redis had the write. Count what Redis
-		// did, so that ingest_events_total matches the stream.
-		if res.err != nil {
-			w.m.lateUnconf.Inc()
-			continue
-		}
-		w.m.lateWritten.Inc()
-		w.m.accepted.Add(float64(len(r.events) - res.duplicates))
-		if res.duplicates > 0 {
-			w.m.duplicates.Add(float64(res.duplicates))
-		}
-		late++
-		lateEvents += len(r.events)
-	}
-	if err != nil {
-		w.logger.Warn("write to stream failed", "stream", stream, "requests", len(batch), "err", err)
-	}
-	if late > 0 {
-		// Their clients were told to retry: events without event_id will be stored twice.
-		w.logger.Warn("requests answered 503 (Redis had not replied in time) were written after all",
-			"stream", stream, "requests", late, "events", lateEvents)
-	}
-	return cmds
-}
-
-func (r *writeReq) hasEventIDs() bool {
-	for i := range r.events {
-		if r.events[i].EventID != "" {
-			return true
-		}
-	}
-	return false
-}
-
-// result reads a request's outcome from its command (one event) or its EXEC (several):
-// an XADD answers an entry id, the dedup script 1 (written) or 0 (duplicate).
-func (r *writeReq) result(c *redis.Cmd) writeResult {
-	if err := c.Err(); err != nil {
-		return writeResult{err: err}
-	}
-	replies := []any{c.Val()}
-	if len(r.events) > 1 {
-		var ok bool
-		if replies, ok = c.Val().([]any); !ok || len(replies) != len(r.events) {
-			return writeResult{err: fmt.Errorf("unexpected EXEC reply %v", c.Val())}
-		}
-	}
-	dups := 0
-	for _, v := range replies {
-		switch v := v.(type) {
-		case error:
-			// A command failed inside the transaction; the others ran. Nothing in this
-			// pipeline does that short of a bug, but the client must not get a 202.
-			return writeResult{err: v}
-		case int64:
-			if v == 0 {
-				dups++
-			}
-		}
-	}
-	return writeResult{duplicates: dups}
 }
 
 // Ping checks that Redis answers, for the start-up log.

@@ -89,7 +89,8 @@ func mismatch(l events.Layout, stored int, evidence string) error {
 // that does not answer is not an error: the service starts as it always has (it
 // answers 503, or waits, until Redis is back), with a warning that the check was not
 // done. With more, the service cannot know which keys to use until the count is
-// checked, so it retries every second until Redis answers or ctx ends (ctx's error).
+// checked, so it retries every second until Redis answers, or ctx ends: then it
+// returns nil, and the service, stopped before it started, goes on to stop.
 func CheckAtStart(ctx context.Context, rdb redis.UniversalClient, l events.Layout, timeout time.Duration, logger *slog.Logger) error {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -105,7 +106,7 @@ func CheckAtStart(ctx context.Context, rdb redis.UniversalClient, l events.Layou
 		logger.Warn("waiting for Redis to check the partition count", "partitions", l.Count(), "err", err)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil
 		case <-time.After(time.Second):
 		}
 	}
