@@ -7,14 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
-	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/metrics"
+	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/redis/go-redis/v9"
 )
@@ -23,6 +22,7 @@ import (
 type Config struct {
 	Addr             string        // PROCESSOR_ADDR: health and metrics endpoints
 	Namespace        string        // REDIS_NAMESPACE
+	Partitions       int           // STREAM_PARTITIONS
 	Consumer         string        // CONSUMER_NAME: unique within the group
 	Batch            int           // BATCH_SIZE: entries per read and per apply
 	ApplyConcurrency int           // APPLY_CONCURRENCY: batches applied at once
@@ -43,6 +43,7 @@ func readConfig(r *config.Reader) Config {
 	cfg := Config{
 		Addr:             r.Addr("PROCESSOR_ADDR", ":8082"),
 		Namespace:        r.Namespace(),
+		Partitions:       r.Partitions(),
 		Consumer:         r.String("CONSUMER_NAME", defaultConsumerName()),
 		Batch:            r.Int("BATCH_SIZE", 3000, 1, 100_000),
 		ApplyConcurrency: r.Int("APPLY_CONCURRENCY", 2, 1, 16),
@@ -111,13 +112,16 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
-	keys := events.NewKeys(cfg.Namespace)
+	layout := events.NewLayout(cfg.Namespace, cfg.Partitions)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
-		"stream", keys.Stream(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
+		"stream", layout.Partition(0).Stream(), "partitions", layout.Count(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
 		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention,
 		"allow_eviction", cfg.AllowEviction, "stats_retention", cfg.StatsRetention)
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
+		return err
+	}
+	if err := partitions.CheckAtStart(ctx, rdb, layout, cfg.RedisTimeout, logger); err != nil {
 		return err
 	}
 
@@ -135,51 +139,22 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	// gauges read on a scrape.
 	reg := metrics.NewRegistry()
 	redisErrors := metrics.RedisErrors(reg, "read", "apply", "claim", "reap", "stats")
-	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
+	reg.MustRegister(metrics.NewLayoutStats(rdb, layout, cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	metrics.Instrument(e, reg, logger)
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- server.Serve(httpCtx, e, ln, logger, 5*time.Second, cfg.HTTP) }()
 
-	// Wait for Redis and the current generation's group; a processor started before
-	// Redis just waits.
-	var gen events.GenKeys
-	for {
-		gctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
-		var err error
-		gen, err = generations.EnsureGroup(gctx, rdb, keys)
-		cancel()
-		if err == nil {
-			break
-		}
-		logger.Warn("cannot create consumer group yet; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			stopHTTP()
-			<-httpDone
-			return nil
-		case <-time.After(time.Second):
-		}
+	// Wait for Redis and the current generation's group of every partition; a processor
+	// started before Redis just waits.
+	work, err := joinPartitions(ctx, rdb, layout, cfg, reg, redisErrors, logger)
+	if err != nil || work == nil {
+		stopHTTP()
+		return errors.Join(err, <-httpDone)
 	}
-	dead, err := NewDeadLetters(rdb, keys.Stream(), keys.DeadLetter(), logger)
-	if err != nil {
-		return err
-	}
-	c := NewConsumer(rdb, keys, gen, cfg.Consumer, cfg, dead, newConsumerMetrics(reg, redisErrors), logger)
-	c.exposeCounts(reg)
-	logger.Info("consuming", "generation", gen.Number, "group", gen.Group())
 
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.Claim(stop) }()
-	go func() { defer wg.Done(); c.Reap(stop) }()
-	if cfg.Retention > 0 {
-		wg.Add(1)
-		ret := &Retention{rdb: rdb, keys: keys, cfg: cfg, holder: cfg.Consumer, logger: logger.With("stream", keys.Stream())}
-		go func() { defer wg.Done(); ret.Run(stop) }()
-	}
 	runErr := make(chan error, 1)
-	go func() { runErr <- c.Run(stop) }()
+	go func() { runErr <- runPartitions(work, stop) }()
 
 	select {
 	case <-ctx.Done():
@@ -190,9 +165,9 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 	close(stop)
 	err = <-runErr
-	wg.Wait()
-	logger.Info("processor stopped", "applied", c.applied.Load(), "skipped_redelivered", c.skipped.Load(),
-		"dead_lettered", c.deadLets.Load(), "dropped_after_switch", c.dropped.Load())
+	applied, skipped, deadLets, dropped := counts(work)
+	logger.Info("processor stopped", "applied", applied, "skipped_redelivered", skipped,
+		"dead_lettered", deadLets, "dropped_after_switch", dropped)
 	stopHTTP()
 	return errors.Join(err, <-httpDone)
 }
