@@ -31,10 +31,11 @@ type RebuildStatus struct {
 func (h *handler) rebuild(c echo.Context) error {
 	ctx, cancel := h.ctx(c)
 	defer cancel()
+	keys := h.layout.Partition(0)
 	pipe := h.rdb.Pipeline()
-	rb := generations.QueueRebuild(ctx, pipe, h.keys)
-	xlen := pipe.XLen(ctx, h.keys.Stream())
-	lock := pipe.Exists(ctx, h.keys.RebuildLock())
+	rb := generations.QueueRebuild(ctx, pipe, keys)
+	xlen := pipe.XLen(ctx, keys.Stream())
+	lock := pipe.Exists(ctx, keys.RebuildLock())
 	pipe.Exec(ctx) // errors are per command, below
 	for _, err := range []error{rb.Err(), xlen.Err(), lock.Err()} {
 		if err != nil && !errors.Is(err, redis.Nil) {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
-	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
@@ -94,29 +93,16 @@ func parseTime(field, v string) (int64, error) {
 	return t.UnixMilli(), nil
 }
 
-// atGeneration queues reads of the current generation's keys on a MULTI/EXEC that also
-// reads the generation pointer, runs it, and runs it again from the pointer's generation
-// if a rebuild moved the pointer since the last read (see generations.Follower). queue may be
-// called more than once; only its last call's commands hold the answer.
-func (h *handler) atGeneration(ctx context.Context, queue func(pipe redis.Pipeliner, gen events.GenKeys)) error {
-	gen := h.gens.Load()
-	for redo := 0; ; redo++ {
-		pipe := h.rdb.TxPipeline()
-		ptr := h.gens.QueuePointer(ctx, pipe)
-		queue(pipe, gen)
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			h.redisErrors.Inc()
-			return err
-		}
-		next, moved, err := h.gens.Check(gen, ptr.Val())
-		if err != nil || !moved {
-			return err
-		}
-		if redo == generations.MaxRedo {
-			return generations.ErrPointerMoving
-		}
-		gen = next
+// atGeneration queues reads of every partition's current generation through queue and
+// runs them, one round trip per node, again from a partition's new generation if a
+// rebuild moved its pointer since the last read (see partitions.Reader). queue may be
+// called more than once for a partition; only its last call's commands hold the answer.
+func (h *handler) atGeneration(ctx context.Context, queue func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys)) error {
+	if err := h.parts.Read(ctx, h.parts.All(), queue); err != nil {
+		h.redisErrors.Inc()
+		return err
 	}
+	return nil
 }
 
 // liveGlobal and liveProduct report whether a global or a per-product bucket is still
@@ -173,34 +159,42 @@ func (h *handler) readSummary(ctx context.Context, s span, now int64) (Summary, 
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	tl := events.Tile(s.from, s.to, h.liveGlobal(now))
-	var hm []*redis.SliceCmd
-	var uu *redis.IntCmd
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
-		hm, uu = hm[:0], nil
+	n := h.layout.Count()
+	hm := make([][]*redis.SliceCmd, n)
+	uu := make([]*redis.IntCmd, n)
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+		p := k.Partition()
+		hm[p], uu[p] = hm[p][:0], nil
 		keys := make([]string, 0, len(tl.Buckets))
 		for _, b := range tl.Buckets {
-			hm = append(hm, pipe.HMGet(ctx, gen.Stats(b), statsFields...))
+			hm[p] = append(hm[p], pipe.HMGet(ctx, gen.Stats(b), statsFields...))
 			keys = append(keys, gen.Uniques(b))
 		}
 		if len(keys) > 0 {
-			uu = pipe.PFCount(ctx, keys...)
+			uu[p] = pipe.PFCount(ctx, keys...)
 		}
 	})
 	if err != nil {
 		return Summary{}, err
 	}
 	sum := Summary{From: tl.From, To: tl.To, Resolution: tl.Finest.String(), Complete: !tl.Gaps, UniqueUsersError: UniqueUsersError}
-	for _, cmd := range hm {
-		if err := cmd.Err(); err != nil {
-			return Summary{}, err
+	for p := range n {
+		for _, cmd := range hm[p] {
+			if err := cmd.Err(); err != nil {
+				return Summary{}, err
+			}
+			for i, dst := range []*int64{&sum.Events, &sum.Clicks, &sum.PageViews, &sum.DwellMs, &sum.DwellCount} {
+				*dst += intField(cmd.Val()[i])
+			}
 		}
-		for i, dst := range []*int64{&sum.Events, &sum.Clicks, &sum.PageViews, &sum.DwellMs, &sum.DwellCount} {
-			*dst += intField(cmd.Val()[i])
-		}
-	}
-	if uu != nil {
-		if sum.UniqueUsers, err = uu.Result(); err != nil {
-			return Summary{}, err
+		// A user's events are all in one partition, so the partitions' users are
+		// disjoint: the union over partitions is the sum of their unions.
+		if uu[p] != nil {
+			c, err := uu[p].Result()
+			if err != nil {
+				return Summary{}, err
+			}
+			sum.UniqueUsers += c
 		}
 	}
 	sum.AvgDwellMs = ratio(sum.DwellMs, sum.DwellCount)
@@ -313,14 +307,15 @@ func (h *handler) readSeries(ctx context.Context, q seriesQuery, s span, now int
 	for i := range buckets {
 		buckets[i] = events.Bucket{Res: q.interval, Start: first + int64(i)*q.interval.Millis()}
 	}
-	cmds := make([]redis.Cmder, n)
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
+	cmds := make([][]redis.Cmder, h.layout.Count())
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+		p := k.Partition()
+		cmds[p] = make([]redis.Cmder, n)
 		for i, b := range buckets {
-			cmds[i] = nil
 			if !live(b) {
 				continue
 			}
-			cmds[i] = seriesRead(ctx, pipe, gen, q, b)
+			cmds[p][i] = seriesRead(ctx, pipe, gen, q, b)
 		}
 	})
 	if err != nil {
@@ -328,14 +323,20 @@ func (h *handler) readSeries(ctx context.Context, q seriesQuery, s span, now int
 	}
 	out := Series{Metric: q.metric, Interval: q.interval.String(), Product: q.product, From: s.from, To: s.to,
 		Points: make([][2]any, n), Estimated: q.metric == "unique_users"}
-	for i, cmd := range cmds {
+	for i := range buckets {
 		var v any // null: past retention
-		if cmd != nil {
-			x, err := cmdInt(cmd)
-			if err != nil {
-				return Series{}, err
+		if live(buckets[i]) {
+			// A bucket's value is the sum of the partitions' (unique users too: a user's
+			// events are all in one partition).
+			var sum int64
+			for p := range cmds {
+				x, err := cmdInt(cmds[p][i])
+				if err != nil {
+					return Series{}, err
+				}
+				sum += x
 			}
-			v = x
+			v = sum
 		}
 		out.Points[i] = [2]any{buckets[i].Start, v}
 	}
@@ -426,42 +427,43 @@ func (h *handler) readTopProducts(ctx context.Context, s span, now int64, by str
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	tl := events.Tile(s.from, s.to, h.liveProduct(now))
-	var clicks, views *redis.ZSliceCmd
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
-		clicks, views = nil, nil
-		if len(tl.Buckets) == 0 {
-			return
-		}
+	out := TopProducts{From: tl.From, To: tl.To, Resolution: tl.Finest.String(), Complete: !tl.Gaps, By: by, Products: []ProductStats{}}
+	if len(tl.Buckets) == 0 {
+		return out, nil
+	}
+	n := h.layout.Count()
+	clicks, views := make([]*redis.ZSliceCmd, n), make([]*redis.ZSliceCmd, n)
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
 		ck, vk := make([]string, len(tl.Buckets)), make([]string, len(tl.Buckets))
 		for i, b := range tl.Buckets {
 			ck[i], vk[i] = gen.TopClicks(b), gen.TopViews(b)
 		}
-		clicks = pipe.ZUnionWithScores(ctx, redis.ZStore{Keys: ck})
-		views = pipe.ZUnionWithScores(ctx, redis.ZStore{Keys: vk})
+		clicks[k.Partition()] = pipe.ZUnionWithScores(ctx, redis.ZStore{Keys: ck})
+		views[k.Partition()] = pipe.ZUnionWithScores(ctx, redis.ZStore{Keys: vk})
 	})
 	if err != nil {
 		return TopProducts{}, err
 	}
-	out := TopProducts{From: tl.From, To: tl.To, Resolution: tl.Finest.String(), Complete: !tl.Gaps, By: by, Products: []ProductStats{}}
-	if clicks == nil {
-		return out, nil
-	}
+	// Each partition's union holds every product its users were active on, with its
+	// partial sums; the sums over partitions are exact.
 	rows := map[string]*ProductStats{}
-	for _, z := range [2]*redis.ZSliceCmd{clicks, views} {
-		if err := z.Err(); err != nil {
-			return TopProducts{}, err
-		}
-		for _, m := range z.Val() {
-			id := m.Member.(string)
-			r := rows[id]
-			if r == nil {
-				r = &ProductStats{ProductID: id}
-				rows[id] = r
+	for p := range n {
+		for _, z := range [2]*redis.ZSliceCmd{clicks[p], views[p]} {
+			if err := z.Err(); err != nil {
+				return TopProducts{}, err
 			}
-			if z == clicks {
-				r.Clicks = int64(math.Round(m.Score))
-			} else {
-				r.PageViews = int64(math.Round(m.Score))
+			for _, m := range z.Val() {
+				id := m.Member.(string)
+				r := rows[id]
+				if r == nil {
+					r = &ProductStats{ProductID: id}
+					rows[id] = r
+				}
+				if z == clicks[p] {
+					r.Clicks += int64(math.Round(m.Score))
+				} else {
+					r.PageViews += int64(math.Round(m.Score))
+				}
 			}
 		}
 	}
@@ -522,12 +524,16 @@ func (h *handler) active(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), h.timeout)
 	defer cancel()
 	since := strconv.FormatInt(h.now().Add(-window).UnixMilli(), 10)
-	var n *redis.IntCmd
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
-		n = pipe.ZCount(ctx, gen.Active(), since, "+inf")
+	counts := make([]*redis.IntCmd, h.layout.Count())
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+		counts[k.Partition()] = pipe.ZCount(ctx, gen.Active(), since, "+inf")
 	})
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, Active{WindowSeconds: int64(window / time.Second), ActiveUsers: n.Val()})
+	var n int64 // the partitions' users are disjoint
+	for _, c := range counts {
+		n += c.Val()
+	}
+	return c.JSON(http.StatusOK, Active{WindowSeconds: int64(window / time.Second), ActiveUsers: n})
 }
