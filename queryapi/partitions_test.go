@@ -262,3 +262,33 @@ func TestPipelinePartitions(t *testing.T) {
 		t.Errorf("no partitions section in %s", r.body)
 	}
 }
+
+// /v1/rebuild with several partitions sums their rebuilds up, least advanced state
+// first, and lists each.
+func TestRebuildStatusPartitions(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t)
+	ns := redistest.Namespace(t)
+	l := events.NewLayout(ns, 3)
+	rdb := s.Client()
+	ctx := context.Background()
+	p0, p1 := l.Partition(0), l.Partition(1)
+	rdb.HSet(ctx, p0.RebuildState(), events.RebuildFieldState, events.RebuildStateDone, events.RebuildFieldTarget, 2,
+		events.RebuildFieldApplied, 40, events.RebuildFieldStarted, "2026-01-02T03:04:05Z", events.RebuildFieldUpdated, "2026-01-02T03:04:09Z")
+	rdb.Set(ctx, p0.Generation(), 2, 0)
+	rdb.HSet(ctx, p1.RebuildState(), events.RebuildFieldState, events.RebuildStateBuilding, events.RebuildFieldTarget, 2,
+		events.RebuildFieldApplied, 10, events.RebuildFieldETA, 5, events.RebuildFieldRate, 7, events.RebuildFieldStarted, "2026-01-02T03:04:06Z")
+	rdb.Set(ctx, p1.RebuildLock(), "me", time.Minute)
+	a := startAPIAt(t, s.URL(), ns, "STREAM_PARTITIONS", "3")
+	var got RebuildStatus
+	a.getJSON("/v1/rebuild", &got)
+	if got.State != events.RebuildStateBuilding || got.Generation != 2 || got.CurrentGeneration != 1 || got.Applied != 50 ||
+		got.Rate != 7 || got.ETASeconds == nil || *got.ETASeconds != 5 || got.StartedAt != "2026-01-02T03:04:05Z" || len(got.Partitions) != 3 {
+		t.Fatalf("/v1/rebuild = %+v", got)
+	}
+	for p, want := range []string{events.RebuildStateDone, events.RebuildStateBuilding, "idle"} {
+		if st := got.Partitions[p]; st.State != want || st.Partition == nil || *st.Partition != p {
+			t.Errorf("partition %d: %+v, want %s", p, st, want)
+		}
+	}
+}
