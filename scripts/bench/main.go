@@ -5,6 +5,7 @@
 //	go run ./scripts/bench            # full run, about three minutes
 //	go run ./scripts/bench -quick     # smaller counts and shorter windows, for a smoke test
 //	go run ./scripts/bench -only processor  # the processor's drain and rebuild alone, about a minute
+//	go run ./scripts/bench -only scale      # ingest and drain on one Redis and on a 3-master cluster
 package main
 
 import (
@@ -24,14 +25,15 @@ func main() {
 }
 
 type options struct {
-	out        string
-	events     int
-	window     time.Duration
-	conns      int
-	peerWindow time.Duration
-	freshRate  int
-	quick      bool
-	only       string
+	out         string
+	events      int
+	window      time.Duration
+	conns       int
+	peerWindow  time.Duration
+	freshRate   int
+	quick       bool
+	only        string
+	scaleEvents int
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -47,30 +49,38 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.peerWindow, "peer-window", 10*time.Second, "measurement window of the watermill peer")
 	fs.IntVar(&o.freshRate, "fresh-rate", 50_000, "offered load (events/s) during the freshness measurement")
 	fs.BoolVar(&o.quick, "quick", false, "smaller counts and windows (smoke test; figures not comparable)")
-	fs.StringVar(&o.only, "only", "", "run only these measurements: processor (drain, worst case, rebuild; prints the table, writes no file)")
+	fs.StringVar(&o.only, "only", "", "run only these measurements: processor (drain, worst case, rebuild), or scale (ingest and drain on one Redis and on a 3-master cluster); prints the table, writes no file")
+	fs.IntVar(&o.scaleEvents, "scale-events", 300_000, "events of each scale-out measurement")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	switch o.only {
 	case "":
-	case "processor":
+	case "processor", "scale":
 		o.out = ""
 	default:
-		return fmt.Errorf("-only %q: want processor", o.only)
+		return fmt.Errorf("-only %q: want processor or scale", o.only)
 	}
 	if *serveKind != "" {
 		return serve(*serveKind, *addr, *redisURL)
 	}
 	if o.quick {
-		o.events, o.window, o.peerWindow = 100_000, time.Second, 2*time.Second
+		o.events, o.window, o.peerWindow, o.scaleEvents = 100_000, time.Second, 2*time.Second, 50_000
 	}
 	b, err := newBench(ctx, o, stdout)
 	if err != nil {
 		return err
 	}
 	defer b.close()
-	if o.only == "processor" {
+	switch o.only {
+	case "processor":
 		return b.processorOnly(ctx)
+	case "scale":
+		b.logf("%d cores, redis %s; scale-out measurements only", cores(), b.version)
+		if err := b.scaleOut(ctx); err != nil {
+			return err
+		}
+		return b.report()
 	}
 	return b.all()
 }

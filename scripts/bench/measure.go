@@ -160,6 +160,10 @@ func (b *bench) all() error {
 	if err := b.rebuild(ctx, b.o.events); err != nil {
 		return err
 	}
+	stopProc(queryProc)
+	if err := b.scaleOut(ctx); err != nil {
+		return err
+	}
 	return b.report()
 }
 
