@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -243,5 +245,56 @@ func TestClaimsPerPartitionOnCluster(t *testing.T) {
 	}
 	if fmt.Sprint(products) != fmt.Sprint(wantClicks) {
 		t.Errorf("clicks per product summed over the partitions %v, want %v", products, wantClicks)
+	}
+}
+
+// With several partitions, retention folds and trims every partition's stream into its
+// own checkpoint, and `processor rebuild` of all partitions, each from its checkpoint and
+// what is left of its stream, equals the live totals key for key.
+func TestRetentionAndRebuildPerPartition(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	rdb := rs.Client()
+	ctx := context.Background()
+	ns := redistest.Namespace(t)
+	l := events.NewLayout(ns, 3)
+	env := map[string]string{"STREAM_PARTITIONS": "3", "BATCH_SIZE": "200", "STREAM_RETENTION": "1s"}
+	runProcessorAt(t, rs.URL(), ns, "proc", env)
+	waitGroups(t, rdb, l)
+	parts := byPartition(l, randomEvents(31, 3000, 30, 12))
+	for p, k := range l.Partitions() {
+		xaddTo(t, rdb, k, parts[p])
+	}
+	waitPartitionsDrained(t, rdb, l)
+	for p, k := range l.Partitions() {
+		waitFor(t, "partition "+strconv.Itoa(p)+"'s stream to be trimmed", func() bool {
+			n, err := rdb.XLen(ctx, k.Stream()).Result()
+			return err == nil && n == 0
+		})
+		if got := rdb.HGet(ctx, k.CheckpointInfo(), events.CheckpointFieldEntries).Val(); got != strconv.Itoa(len(parts[p])) {
+			t.Errorf("partition %d: checkpoint holds %s entries, want %d", p, got, len(parts[p]))
+		}
+	}
+	recent := byPartition(l, randomEvents(32, 600, 30, 12))
+	for p, k := range l.Partitions() {
+		xaddTo(t, rdb, k, recent[p])
+	}
+	waitPartitionsDrained(t, rdb, l)
+	live := make([]map[string]map[string]string, 3)
+	for p, k := range l.Partitions() {
+		live[p] = snapshot(t, rdb, k.Gen(1))
+	}
+	out := &testlog.Buffer{}
+	vars := map[string]string{"REDIS_URL": rs.URL(), "REDIS_NAMESPACE": ns, "STREAM_PARTITIONS": "3", "BATCH_SIZE": "200"}
+	if err := run(ctx, []string{"processor", "rebuild"}, func(k string) string { return vars[k] }, out, out); err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	for p, k := range l.Partitions() {
+		if got := snapshot(t, rdb, k.Gen(2)); !reflect.DeepEqual(got, live[p]) {
+			t.Errorf("partition %d: rebuilt generation differs from the live one:\nrebuilt %v\nlive    %v", p, got, live[p])
+		}
+	}
+	if !strings.Contains(out.String(), "partition 2: rebuild: copied the checkpoint") {
+		t.Errorf("partition 2 was not rebuilt from its checkpoint:\n%s", out)
 	}
 }
