@@ -30,6 +30,33 @@ func NewKeys(namespace string) Keys {
 // Partition is the number of the partition these keys name, from 0.
 func (k Keys) Partition() int { return k.partition }
 
+// CountKey is the string that records the namespace's partition count, once a process
+// with more than one partition has started on it; a namespace without it has one.
+func (l Layout) CountKey() string { return "{" + l.namespace + "}:partitions" }
+
+// PartitionTag is the hash tag (without its braces) of partition p of n in namespace:
+// the namespace itself for a single partition; otherwise namespace:p<p>of<n>:<salt>,
+// with the smallest salt that puts the tag's slot (Slot) in the middle half of
+// partition p's even share of the slots, [p·16384/n, (p+1)·16384/n). A cluster whose
+// masters hold even shares of the slots, as redis-cli --cluster create makes them, thus
+// holds n/masters partitions on each master, and no partition sits on the edge of a
+// share where a rounding of the split could move it. A namespace cannot contain ':', so
+// no tag of a partitioned layout is also a namespace's.
+func PartitionTag(namespace string, p, n int) string {
+	if n <= 1 {
+		return namespace
+	}
+	lo, hi := p*SlotCount/n, (p+1)*SlotCount/n
+	q := (hi - lo) / 4
+	base := namespace + ":p" + strconv.Itoa(p) + "of" + strconv.Itoa(n) + ":"
+	for salt := 0; ; salt++ {
+		tag := base + strconv.Itoa(salt)
+		if s := int(crc16(tag) % SlotCount); s >= lo+q && s < hi-q {
+			return tag
+		}
+	}
+}
+
 // Stream is the event stream: the source of truth every count is derived from.
 func (k Keys) Stream() string { return k.tag + ":events" }
 

@@ -1,9 +1,6 @@
 package events
 
-import (
-	"hash/crc32"
-	"strconv"
-)
+import "hash/crc32"
 
 // MaxPartitions bounds STREAM_PARTITIONS: enough to spread a stream over hundreds of
 // masters, few enough that every partition's slot can lie well inside its share of the
@@ -64,30 +61,3 @@ func (l Layout) PartitionOf(userID string) int {
 
 // ForUser returns the keys of the partition of userID's events.
 func (l Layout) ForUser(userID string) Keys { return l.parts[l.PartitionOf(userID)] }
-
-// CountKey is the string that records the namespace's partition count, once a process
-// with more than one partition has started on it; a namespace without it has one.
-func (l Layout) CountKey() string { return "{" + l.namespace + "}:partitions" }
-
-// PartitionTag is the hash tag (without its braces) of partition p of n in namespace:
-// the namespace itself for a single partition; otherwise namespace:p<p>of<n>:<salt>,
-// with the smallest salt that puts the tag's slot (Slot) in the middle half of
-// partition p's even share of the slots, [p·16384/n, (p+1)·16384/n). A cluster whose
-// masters hold even shares of the slots, as redis-cli --cluster create makes them, thus
-// holds n/masters partitions on each master, and no partition sits on the edge of a
-// share where a rounding of the split could move it. A namespace cannot contain ':', so
-// no tag of a partitioned layout is also a namespace's.
-func PartitionTag(namespace string, p, n int) string {
-	if n <= 1 {
-		return namespace
-	}
-	lo, hi := p*SlotCount/n, (p+1)*SlotCount/n
-	q := (hi - lo) / 4
-	base := namespace + ":p" + strconv.Itoa(p) + "of" + strconv.Itoa(n) + ":"
-	for salt := 0; ; salt++ {
-		tag := base + strconv.Itoa(salt)
-		if s := int(crc16(tag) % SlotCount); s >= lo+q && s < hi-q {
-			return tag
-		}
-	}
-}
