@@ -141,17 +141,20 @@ func unfinished(ctx context.Context, builders []*Rebuilder) ([]*Rebuilder, error
 	return out, nil
 }
 
-// progressAll prints one line a second over all partitions being rebuilt: how many have
-// switched, entries applied against the streams' lengths, the rate and the time left.
+// progressAll prints one line at once and then every second over all partitions being
+// rebuilt: how many have switched, entries applied against the streams' lengths, the
+// rate and the time left.
 func progressAll(ctx context.Context, run []*Rebuilder, mu *sync.Mutex, out io.Writer) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last, lastAt := int64(-1), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		var applied, length int64
 		switched, finished := 0, 0

@@ -37,7 +37,7 @@ func TestRunAllPartitions(t *testing.T) {
 		}
 		assertRebuilt(t, rdb, k, want[p], strings.Join(mine, ""))
 	}
-	if !strings.Contains(out.String(), "rebuild: done: all 3 partitions rebuilt and switched") {
+	if !strings.Contains(out.String(), "rebuild: 3 partitions: ") || !strings.Contains(out.String(), "rebuild: done: all 3 partitions rebuilt and switched") {
 		t.Errorf("output:\n%s", out)
 	}
 	if n := rdb.Exists(ctx, RunAllLock(l)).Val(); n != 0 {
