@@ -33,6 +33,16 @@ func TestRunScriptRestartsAKilledProcessor(t *testing.T) {
 	}
 	r := startRunScript(t, "PROCESSORS=2")
 	r.waitOutput("Pipeline is running")
+	// It says where the dashboard is, and the dashboard is there.
+	r.waitOutput("dashboard  " + r.query + "/\n")
+	if status := httpStatus(t, r.query+"/"); status != http.StatusOK {
+		t.Errorf("the dashboard at %s/: %d, want 200", r.query, status)
+	}
+	// And where the demo shop is: product pages with the tracker, linking to the dashboard.
+	r.waitOutput("demo shop  " + r.ingest + "/demo/ ")
+	if body := httpBody(t, r.ingest+"/demo/p/sku-1"); !strings.Contains(body, `src="`+r.ingest+`/t.js"`) || !strings.Contains(body, `href="`+r.query+`/products/sku-1"`) {
+		t.Errorf("the demo shop's product page has no tracker or no link to the dashboard:\n%s", body)
+	}
 	r.postClick("e1")
 	r.waitClicks(1)
 
@@ -130,7 +140,7 @@ func startRunScriptArgs(t *testing.T, args []string, env ...string) *runScript {
 	for _, kv := range os.Environ() {
 		// The test's own settings for the pipeline, if any, are not run.sh's.
 		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "REDIS_URL", "REDIS_NAMESPACE", "CONSUMER_NAME", "PROCESSORS", "INGEST_KEYS", "QUERY_KEYS":
+		case "REDIS_URL", "REDIS_NAMESPACE", "CONSUMER_NAME", "PROCESSORS", "INGEST_KEYS", "QUERY_KEYS", "DEMO", "DEMO_DASHBOARD_URL", "CORS_ORIGINS":
 		default:
 			cmd.Env = append(cmd.Env, kv)
 		}
@@ -442,4 +452,19 @@ func httpStatus(t *testing.T, url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// httpBody GETs url and returns its body, failing the test on anything but a 200.
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }

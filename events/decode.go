@@ -81,39 +81,9 @@ func (d *decoder) json() ([]Event, *Error) {
 		}
 		out = []Event{ev}
 	case '[':
-		d.pos++
-		d.skipSpace()
-		if d.pos < len(d.buf) && d.buf[d.pos] == ']' {
-			d.pos++
-			break
-		}
-		out = make([]Event, 0, 16)
-		for i := 0; ; i++ {
-			if i == d.max {
-				d.tooMany = true
-				return nil, nil
-			}
-			d.skipSpace()
-			if d.pos == len(d.buf) || d.buf[d.pos] != '{' {
-				return nil, d.fail(i, "expected an event object")
-			}
-			ev, err := d.object(i)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, ev)
-			d.skipSpace()
-			if d.pos == len(d.buf) {
-				return nil, d.fail(-1, "unexpected end of JSON array")
-			}
-			c := d.buf[d.pos]
-			d.pos++
-			if c == ']' {
-				break
-			}
-			if c != ',' {
-				return nil, d.fail(-1, "expected ',' or ']' in array")
-			}
+		var err *Error
+		if out, err = d.array(); err != nil || d.tooMany {
+			return nil, err
 		}
 	default:
 		return nil, d.fail(-1, "body must be a JSON object or an array of objects")
@@ -126,6 +96,56 @@ func (d *decoder) json() ([]Event, *Error) {
 		return nil, &Error{Index: -1, Msg: "no events in request"}
 	}
 	return out, nil
+}
+
+// array parses a JSON array of event objects starting at '['. It stops at the
+// (maxEvents+1)th event with d.tooMany set.
+func (d *decoder) array() ([]Event, *Error) {
+	d.pos++
+	d.skipSpace()
+	if d.pos < len(d.buf) && d.buf[d.pos] == ']' {
+		d.pos++
+		return nil, nil
+	}
+	out := make([]Event, 0, 16)
+	for i := 0; ; i++ {
+		if i == d.max {
+			d.tooMany = true
+			return nil, nil
+		}
+		d.skipSpace()
+		if d.pos == len(d.buf) || d.buf[d.pos] != '{' {
+			return nil, d.fail(i, "expected an event object")
+		}
+		ev, err := d.object(i)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+		if done, err := d.nextElement(); err != nil {
+			return nil, err
+		} else if done {
+			return out, nil
+		}
+	}
+}
+
+// nextElement moves past what follows an array element: done at the closing ']', an
+// error for anything but ','.
+func (d *decoder) nextElement() (done bool, err *Error) {
+	d.skipSpace()
+	if d.pos == len(d.buf) {
+		return false, d.fail(-1, "unexpected end of JSON array")
+	}
+	c := d.buf[d.pos]
+	d.pos++
+	if c == ']' {
+		return true, nil
+	}
+	if c != ',' {
+		return false, d.fail(-1, "expected ',' or ']' in array")
+	}
+	return false, nil
 }
 
 func (d *decoder) ndjson() ([]Event, *Error) {

@@ -241,3 +241,179 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 	})
 }
+
+var segmentSeeds = []string{
+	`{"batch":[{"type":"track","event":"Product Clicked","userId":"u1","properties":{"product_id":"p1"},"messageId":"m-1","timestamp":"2025-06-01T11:59:00Z"}],"sentAt":"2025-06-01T11:59:01Z","context":{"library":{"name":"analytics-go"}}}`,
+	`{"writeKey":"wk","batch":[{"type":"page","anonymousId":"a1","properties":{"sku":"s1"}},{"type":"identify","userId":"u1","traits":{"a":[1,2.5e3,null,true]}}]}`,
+	`{"batch":[{"type":"track","event":"Product Dwelled","userId":7,"properties":{"product_id":"p1","duration_ms":1.5e3},"messageId":"{odd id}"},{"type":"screen","userId":"u\u0031","properties":{"product_id":null,"sku":"s"}}]}`,
+	`{"batch":[{"type":"track","event":"Other","userId":"u1"},["x"],{"type":"page","userId":"u1","properties":"p"},{"type":"page","userId":"u1","properties":{"product_id":"p1"},"userId":null,"anonymousId":"a"}]}`,
+	`{"batch":[{"type":"page","userId":"u1","properties":{"product_id":"p1"},"timestamp":"2025-06-01T11:00:00.123","sentAt":""}]}`,
+	`{"batch":[` + strings.Repeat(`{"type":"page","userId":"u1","properties":{"product_id":"p1"}},`, fuzzMaxEvents) + `{}]}`,
+	`{"batch":{}}`,
+	`{"batch":[],"batch":[]}`,
+	`[{"batch":[]}]`,
+	`{"batch":[{"type":"page","x":"` + "\xff" + `"}]}`,
+	`{"batch":[` + strings.Repeat(`[`, 300) + `]}`,
+	`{"event":"Product Clicked","userId":"u1","properties":{"product_id":"p1"}}`,
+	``,
+}
+
+// FuzzDecodeSegment checks the Segment body decoder: it never panics; an error is an
+// *events.Error (or ErrTooMany) with nothing else returned; what it accepts is valid
+// JSON, every call of it is either an event or a drop, the events are valid, survive
+// the stream codec and do not alias the body, and each event says what encoding/json
+// reads from its call (user, product, event_id, type, time). The second argument picks
+// the endpoint: a batch, or a single call of one type.
+func FuzzDecodeSegment(f *testing.F) {
+	for i, s := range segmentSeeds {
+		f.Add([]byte(s), uint8(i%2))
+	}
+	m := &events.SegmentMapping{
+		Click:        map[string]bool{"Product Clicked": true},
+		View:         map[string]bool{"Product Viewed": true},
+		Dwell:        map[string]bool{"Product Dwelled": true},
+		MaxItemBytes: 200,
+		MaxItems:     fuzzMaxEvents,
+	}
+	f.Fuzz(func(t *testing.T, body []byte, callByte uint8) {
+		call := events.SegmentCall(callByte % 7)
+		input := slices.Clone(body)
+		res, err := events.DecodeSegment(input, call, m, now)
+		if err != nil {
+			var e *events.Error
+			if !errors.As(err, &e) || e.Error() == "" {
+				t.Fatalf("error %T %v is not an *events.Error with a message", err, err)
+			}
+			if res.Events != nil || res.Drops != nil || res.Rejected != 0 {
+				t.Fatalf("result %+v returned with error %v", res, err)
+			}
+			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("DecodeSegment accepted %q, which encoding/json says is not valid JSON", body)
+		}
+		for i := range input {
+			input[i] = 0
+		}
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(body, &top); err != nil {
+			t.Fatalf("accepted %q, not a JSON object to encoding/json: %v", body, err)
+		}
+		var items []json.RawMessage
+		if call == events.SegmentBatch {
+			if err := json.Unmarshal(top["batch"], &items); err != nil {
+				t.Fatalf("accepted %q, whose batch is not an array to encoding/json: %v", body, err)
+			}
+		} else {
+			items = []json.RawMessage{body}
+		}
+		if len(res.Events)+len(res.Drops) != len(items) {
+			t.Fatalf("%d calls, %d events + %d drops", len(items), len(res.Events), len(res.Drops))
+		}
+		dropped := map[int]bool{}
+		rejected := 0
+		for k, d := range res.Drops {
+			if d.Index < 0 || d.Index >= len(items) || (k > 0 && d.Index <= res.Drops[k-1].Index) {
+				t.Fatalf("drop %+v: index out of order or range", d)
+			}
+			known := slices.Contains(events.SegmentIgnoredReasons, d.Reason)
+			if !d.Ignored {
+				rejected++
+				known = slices.Contains(events.SegmentRejectedReasons, d.Reason) && d.Msg != ""
+			}
+			if !known {
+				t.Fatalf("drop %+v: unknown reason or no message", d)
+			}
+			dropped[d.Index] = true
+		}
+		if rejected != res.Rejected {
+			t.Fatalf("Rejected %d, %d drops are rejections", res.Rejected, rejected)
+		}
+		var batchSentAt string
+		if call == events.SegmentBatch && top["sentAt"] != nil {
+			json.Unmarshal(top["sentAt"], &batchSentAt)
+		}
+		k := 0
+		for i, raw := range items {
+			if dropped[i] {
+				continue
+			}
+			ev := res.Events[k]
+			k++
+			if verr := ev.Validate(now); verr != nil {
+				t.Fatalf("event %+v accepted but invalid: %v", ev, verr)
+			}
+			got, derr := events.DecodeEntry(strs(t, ev.AppendFields(nil)))
+			if derr != nil || got != ev {
+				t.Fatalf("event %+v through the codec: %+v, %v", ev, got, derr)
+			}
+			checkSegmentEvent(t, raw, call, batchSentAt, ev)
+		}
+	})
+}
+
+// checkSegmentEvent checks ev against what encoding/json reads from the call it came from.
+func checkSegmentEvent(t *testing.T, raw json.RawMessage, call events.SegmentCall, batchSentAt string, ev events.Event) {
+	t.Helper()
+	var c struct {
+		Type, Event, MessageID, Timestamp, SentAt *string
+		UserID, AnonymousID                       json.RawMessage
+		Properties                                map[string]json.RawMessage
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		t.Fatalf("call %s: %v", raw, err)
+	}
+	str := func(v json.RawMessage) string {
+		var s string
+		if json.Unmarshal(v, &s) != nil {
+			return string(v) // an integer id
+		}
+		return s
+	}
+	user := str(fields["userId"])
+	if user == "" || user == "null" {
+		user = events.AnonPrefix + str(fields["anonymousId"])
+	}
+	json.Unmarshal(fields["properties"], &c.Properties)
+	product := str(c.Properties["product_id"])
+	if product == "" || product == "null" {
+		product = str(c.Properties["sku"])
+	}
+	typ := str(fields["type"])
+	if call != events.SegmentBatch {
+		typ = [...]string{"", "track", "page", "screen"}[call]
+	}
+	want := map[string]events.Type{"page": events.PageView, "screen": events.PageView}[typ]
+	if typ == "track" {
+		want = map[string]events.Type{"Product Clicked": events.Click, "Product Viewed": events.PageView, "Product Dwelled": events.Dwell}[str(fields["event"])]
+	}
+	if ev.UserID != user || ev.ProductID != product || ev.Type != want || ev.EventID != events.SegmentEventID(str(fields["messageId"])) {
+		t.Fatalf("call %s became %+v; encoding/json reads user %q product %q type %v messageId %q", raw, ev, user, product, want, str(fields["messageId"]))
+	}
+	ts, sent := str(fields["timestamp"]), str(fields["sentAt"])
+	if sent == "" || sent == "null" {
+		sent = batchSentAt
+	}
+	var wantTS int64
+	if ts != "" && ts != "null" {
+		wantTS = parseISO(t, ts)
+		if sent != "" && sent != "null" {
+			wantTS = now.UnixMilli() - (parseISO(t, sent) - wantTS)
+		}
+	}
+	if ev.TS != wantTS {
+		t.Fatalf("call %s: ts %d, want %d (timestamp %q, sentAt %q)", raw, ev.TS, wantTS, ts, sent)
+	}
+}
+
+func parseISO(t *testing.T, s string) int64 {
+	t.Helper()
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"} {
+		if ts, err := time.Parse(layout, s); err == nil {
+			return ts.UnixMilli()
+		}
+	}
+	t.Fatalf("accepted time %q that is not ISO 8601", s)
+	return 0
+}

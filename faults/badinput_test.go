@@ -43,7 +43,7 @@ type hostile struct {
 // TestHostileRequests sends more than a hundred malformed and hostile requests to the
 // real ingest and queryapi. Each gets its documented 4xx status with a JSON error body,
 // writes nothing to the stream, and the services stay up; ingest's resident memory does
-// not grow with them, nor with 200 ten-megabyte lines after them.
+// not grow with them, nor with 200 ten-megabyte lines and 100 gzip bombs after them.
 //
 // Ingest runs with HTTP_READ_TIMEOUT=1s so that a body dripped a byte at a time is cut
 // off after a second (408) instead of holding a connection and a handler.
@@ -112,6 +112,19 @@ func TestHostileRequests(t *testing.T) {
 		t.Fatalf("stream length %d after the 10 MB lines, want 1", n)
 	}
 
+	// 100 gzip bombs of 512 MiB each, about 500 KB compressed: decompression stops at
+	// MAX_BODY_BYTES, so they cost no more memory than a body of that size.
+	bomb := []byte(gzipBomb(512 << 20))
+	for i := range 100 {
+		a := p.send(t, hostile{name: "gzip bomb", header: []string{"Content-Encoding", "gzip"}, big: bomb, chunked: i%2 == 1})
+		if a.err != nil || a.status != http.StatusRequestEntityTooLarge {
+			t.Fatalf("gzip bomb #%d (chunked %v): %d %s %v, want 413", i, i%2 == 1, a.status, a.body, a.err)
+		}
+	}
+	if n := xlen(); n != 1 {
+		t.Fatalf("stream length %d after the gzip bombs, want 1", n)
+	}
+
 	// Still up, and still accepting.
 	if a := p.send(t, hostile{body: `{"user_id":"u2","product_id":"p2","event_id":"after-1"}`}); a.status != http.StatusAccepted {
 		t.Errorf("valid event after the hostile ones: %d %s %v, want 202", a.status, a.body, a.err)
@@ -155,6 +168,9 @@ func hostileRequests() []hostile {
 	zw := gzip.NewWriter(&gz)
 	zw.Write([]byte(ok))
 	zw.Close()
+	flipped := []byte(gz.String())
+	flipped[len(flipped)/2] ^= 0xff
+	corrupt := string(flipped)
 
 	cases := []hostile{
 		// Truncated and invalid JSON.
@@ -189,7 +205,21 @@ func hostileRequests() []hostile {
 		{name: "NDJSON two objects on a line", ct: "application/x-ndjson", body: ok + ok + "\n", status: 400},
 		{name: "NDJSON lines split by CR only", ct: "application/x-ndjson", body: ok + "\r" + ok, status: 400},
 		{name: "NDJSON bad third line", ct: "application/x-ndjson", body: ok + "\n" + ok + "\n{\"user_id\":\n", status: 400},
-		{name: "gzip body", header: []string{"Content-Encoding", "gzip"}, body: gz.String(), status: 415},
+		{name: "corrupt gzip body", header: []string{"Content-Encoding", "gzip"}, body: corrupt, status: 400},
+		{name: "truncated gzip body", header: []string{"Content-Encoding", "gzip"}, body: gz.String()[:gz.Len()-4], status: 400},
+		{name: "plain body labelled gzip", header: []string{"Content-Encoding", "gzip"}, body: ok, status: 400},
+		{name: "gzip bomb (10 MiB of zeros in 10 KB)", header: []string{"Content-Encoding", "gzip"}, body: gzipBomb(10 << 20), status: 413},
+		{name: "gzip bomb to /v1/batch", path: "/v1/batch", header: []string{"Content-Encoding", "gzip"}, body: gzipBomb(10 << 20), status: 400},
+		{name: "gzip twice", header: []string{"Content-Encoding", "gzip, gzip"}, body: gz.String(), status: 415},
+
+		// Segment's API.
+		{name: "/v1/batch not JSON", path: "/v1/batch", body: `{"batch":[{"type":"page",}]}`, status: 400},
+		{name: "/v1/batch without batch", path: "/v1/batch", body: `{"type":"page","userId":"u1"}`, status: 400},
+		{name: "/v1/batch of 2,501 calls", path: "/v1/batch", body: `{"batch":[` + strings.Repeat(`{"type":"page","userId":"u1","properties":{"product_id":"p1"}},`, 2500) + `{}]}`, status: 400},
+		{name: "/v1/batch over 500 KiB", path: "/v1/batch", body: `{"batch":[],"x":"` + strings.Repeat("x", 500<<10) + `"}`, status: 400},
+		{name: "/v1/track over 32 KiB", path: "/v1/track", body: `{"event":"Product Clicked","userId":"u1","x":"` + strings.Repeat("x", 32<<10) + `"}`, status: 400},
+		{name: "/v1/track invalid UTF-8", path: "/v1/track", body: "{\"event\":\"Product Clicked\",\"userId\":\"u\xff\"}", status: 400},
+		{name: "/v1/page 50,000 nested arrays", path: "/v1/page", body: `{"properties":` + strings.Repeat("[", 50_000), status: 400},
 		{name: "plain body labelled br", header: []string{"Content-Encoding", "br"}, body: ok, status: 415},
 		{name: "UTF-16 body", ct: "application/json; charset=utf-16", body: utf16(ok), status: 400},
 
@@ -480,4 +510,16 @@ func jsonError(a answer) error {
 		return fmt.Errorf("body %q has no \"error\"", a.body)
 	}
 	return nil
+}
+
+// gzipBomb is n zero bytes, gzip-compressed (about n/1000 bytes).
+func gzipBomb(n int) string {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
+	zero := make([]byte, 64<<10)
+	for ; n > 0; n -= len(zero) {
+		zw.Write(zero[:min(n, len(zero))])
+	}
+	zw.Close()
+	return b.String()
 }

@@ -43,13 +43,22 @@ type backpressure struct {
 	unknown  map[string]bool        // groups whose lag Redis cannot tell, each logged once
 }
 
+// notChecked is why events are refused until a check has read Redis's state. With
+// Redis unreachable when ingest starts, its maxmemory-policy is unknown, and accepting
+// the first writes when Redis comes back, before the next check, could store events on
+// a Redis that evicts keys.
+const notChecked = "Redis's state (maxmemory-policy, lag, memory) has not been read since ingest started; retry later"
+
 func newBackpressure(rdb redis.UniversalClient, layout events.Layout, eviction *server.Eviction, maxLag int64, maxMem float64, timeout time.Duration, checkErrors prometheus.Counter, logger *slog.Logger) *backpressure {
 	stream := layout.Partition(0).Stream()
 	if layout.Count() > 1 {
 		stream = fmt.Sprintf("%d partitions", layout.Count())
 	}
-	return &backpressure{rdb: rdb, layout: layout, eviction: eviction, stream: stream, maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
+	b := &backpressure{rdb: rdb, layout: layout, eviction: eviction, stream: stream, maxLag: maxLag, maxMem: maxMem, timeout: timeout, errors: checkErrors, logger: logger,
 		unknown: map[string]bool{}}
+	reason := notChecked
+	b.reason.Store(&reason)
+	return b
 }
 
 // Reason is why ingest refuses events now, or "" when it accepts them.
@@ -75,7 +84,8 @@ func (b *backpressure) run(ctx context.Context, interval time.Duration) {
 }
 
 // refresh checks Redis once. When the check fails (Redis unreachable, say), the last
-// state stays: writes fail on their own then, and answer 503 anyway.
+// state stays (before the first check that succeeds, notChecked): writes fail on their
+// own then, and answer 503 anyway.
 func (b *backpressure) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
@@ -93,6 +103,8 @@ func (b *backpressure) refresh(ctx context.Context) {
 	switch {
 	case reason != "" && old == "":
 		b.logger.Warn("backpressure on: refusing events with 503", "stream", b.stream, "reason", reason)
+	case reason == "" && old == notChecked:
+		b.logger.Info("Redis's state read: accepting events", "stream", b.stream)
 	case reason == "" && old != "":
 		b.logger.Info("backpressure off: accepting events again", "stream", b.stream)
 	}

@@ -13,8 +13,8 @@ import (
 )
 
 // part is the events of one request that go to one partition: they are written
-// atomically, as one command (one event) or one MULTI/EXEC (several). With one
-// partition, a request is one part.
+// atomically, as one call of the dedup script (with event_ids), one command (one event)
+// or one MULTI/EXEC (several). With one partition, a request is one part.
 type part struct {
 	req    int // index in the batch
 	keys   events.Keys
@@ -41,17 +41,17 @@ func (e errNotReplicated) Error() string {
 }
 
 // flush writes a batch of requests in one round trip per Redis node, to every node at
-// once. Each part (a request's events of one partition) is atomic: a single event is one
-// command, several are wrapped in MULTI/EXEC (also in the AOF, so a Redis crash cannot
-// keep half of one). With one partition a request is one part, written whole or not at
-// all; with several, a request whose users fall in several partitions is written per
-// partition, and one partition's failure leaves the others written (the client retries
-// the request: events with event_id are then stored once).
+// once. Each part (a request's events of one partition) is atomic: a part with an
+// event_id among its events is one call of dedupScript, which writes all of them; one
+// without is a single XADD, or several wrapped in MULTI/EXEC (also in the AOF, so a
+// Redis crash cannot keep half of one). With one partition a request is one part,
+// written whole or not at all; with several, a request whose users fall in several
+// partitions is written per partition, and one partition's failure leaves the others
+// written (the client retries the request: events with event_id are then stored once).
 //
-// An event without an event_id is a plain XADD; one with an event_id goes through
-// dedupScript. Plain XADDs are used where no dedup is needed because an XADD from a
-// script costs Redis about twice as much, and bare commands are used for single events
-// because queuing them in a transaction costs Redis more than the XADD itself.
+// Plain XADDs are used where no dedup is needed because an XADD from a script costs
+// Redis about twice as much, and bare commands are used for single events because
+// queuing them in a transaction costs Redis more than the XADD itself.
 func (w *Writer) flush(batch []*writeReq) {
 	// The flush is not tied to any one request's context: once sent, it runs to
 	// completion in Redis whatever the clients do, and its reply settles every request.
@@ -228,20 +228,17 @@ func (w *Writer) send(ctx context.Context, n *nodeWrite) {
 		}
 	}
 	for _, p := range n.parts {
+		if hasEventIDs(p.events) {
+			p.cmd = pipe.Do(ctx, w.dedupArgs(p.events, p.keys)...)
+			continue
+		}
 		stream := p.keys.Stream()
 		multi := len(p.events) > 1
 		if multi {
 			pipe.Do(ctx, "multi")
 		}
 		for i := range p.events {
-			ev := &p.events[i]
-			var args []any
-			if ev.EventID == "" {
-				args = append(make([]any, 0, 13), "xadd", stream, "*")
-			} else {
-				args = append(make([]any, 0, 17), "evalsha", dedupScript.Hash(), 2, p.keys.Marker(ev.EventID), stream, w.window)
-			}
-			c := pipe.Do(ctx, ev.AppendFields(args)...)
+			c := pipe.Do(ctx, p.events[i].AppendFields(append(make([]any, 0, 13), "xadd", stream, "*"))...)
 			if !multi {
 				p.cmd = c
 			}
@@ -281,6 +278,37 @@ func (n *nodeWrite) waited(replicas int) error {
 	return nil
 }
 
+// dedupArgs is the EVALSHA of dedupScript that writes evs, the events of one part: the
+// partition's stream and the markers of the events that carry an event_id as keys (one
+// hash tag, so one slot), then the window and each event's fields.
+func (w *Writer) dedupArgs(evs []events.Event, keys events.Keys) []any {
+	markers := 0
+	for i := range evs {
+		if evs[i].EventID != "" {
+			markers++
+		}
+	}
+	args := make([]any, 0, 5+markers+len(evs)*14)
+	args = append(args, "evalsha", dedupScript.Hash(), 1+markers, keys.Stream())
+	for i := range evs {
+		if evs[i].EventID != "" {
+			args = append(args, keys.Marker(evs[i].EventID))
+		}
+	}
+	args = append(args, w.window)
+	for i := range evs {
+		ev := &evs[i]
+		n := len(args)
+		args = append(args, 0, "0")
+		if ev.EventID != "" {
+			args[n+1] = "1"
+		}
+		args = ev.AppendFields(args)
+		args[n] = len(args) - n - 2
+	}
+	return args
+}
+
 func hasEventIDs(evs []events.Event) bool {
 	for i := range evs {
 		if evs[i].EventID != "" {
@@ -290,12 +318,20 @@ func hasEventIDs(evs []events.Event) bool {
 	return false
 }
 
-// result reads a part's outcome from its command (one event) or its EXEC (several): an
-// XADD answers an entry id, the dedup script 1 (written) or 0 (duplicate).
+// result reads a part's outcome from its command: the dedup script's count of
+// duplicates, for a part with event_ids; else an XADD's entry id (one event) or its
+// EXEC's (several).
 func (p *part) result() writeResult {
 	c := p.cmd
 	if err := c.Err(); err != nil {
 		return writeResult{err: err}
+	}
+	if hasEventIDs(p.events) {
+		dups, ok := c.Val().(int64)
+		if !ok {
+			return writeResult{err: fmt.Errorf("unexpected dedup script reply %v", c.Val())}
+		}
+		return writeResult{duplicates: int(dups)}
 	}
 	replies := []any{c.Val()}
 	if len(p.events) > 1 {
@@ -304,18 +340,12 @@ func (p *part) result() writeResult {
 			return writeResult{err: fmt.Errorf("unexpected EXEC reply %v", c.Val())}
 		}
 	}
-	dups := 0
 	for _, v := range replies {
-		switch v := v.(type) {
-		case error:
+		if err, ok := v.(error); ok {
 			// A command failed inside the transaction; the others ran. Nothing in this
 			// pipeline does that short of a bug, but the client must not get a 202.
-			return writeResult{err: v}
-		case int64:
-			if v == 0 {
-				dups++
-			}
+			return writeResult{err: err}
 		}
 	}
-	return writeResult{duplicates: dups}
+	return writeResult{}
 }

@@ -106,12 +106,21 @@ func (b *requestBody) close() {
 
 // read is the first step: backpressure, then the body, up to MAX_BODY_BYTES.
 func (h *handler) read(c echo.Context) (*requestBody, error) {
+	return h.readUpTo(c, h.cfg.MaxBodyBytes)
+}
+
+// readUpTo is read with a limit of its own (the Segment endpoints have Segment's).
+func (h *handler) readUpTo(c echo.Context, max int64) (*requestBody, error) {
 	// Refused before the body is read: shedding load should cost next to nothing.
-	if reason := h.bp.Reason(); reason != "" {
+	switch reason := h.bp.Reason(); reason {
+	case "":
+	case notChecked: // Redis has not answered since ingest started: unavailable, as it is
+		return nil, &server.Unavailable{Err: errors.New(reason)}
+	default:
 		return nil, &server.Status{Code: http.StatusServiceUnavailable, Msg: reason}
 	}
 	buf := bufPool.Get().(*[]byte)
-	data, held, err := readBody(c.Request(), h.cfg.MaxBodyBytes, h.inflight, *buf)
+	data, held, err := readBody(c.Request(), max, h.inflight, *buf)
 	if err != nil {
 		bufPool.Put(buf)
 		return nil, err
@@ -173,9 +182,9 @@ func answerAccepted(c echo.Context, res Accepted) error {
 }
 
 // requestFormat maps the Content-Type to a body format; anything else is a 415, and so
-// is a Content-Encoding other than identity.
+// is a Content-Encoding other than identity or gzip.
 func requestFormat(r *http.Request) (events.Format, error) {
-	if err := checkEncoding(r); err != nil {
+	if _, err := contentEncoding(r); err != nil {
 		return 0, err
 	}
 	ct := r.Header.Get("Content-Type")

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -123,6 +121,7 @@ func TestInflightBodyBytesLimit(t *testing.T) {
 	const size = 100_000
 	svc := startIngest(t, rs, map[string]string{
 		"MAX_BODY_BYTES": strconv.Itoa(size), "MAX_INFLIGHT_BYTES": "250000", "HTTP_READ_TIMEOUT": "1m",
+		"SEGMENT_MAX_BATCH_BYTES": "250000",
 	})
 	body := paddedBatch(100, size)
 	const gauge = "ingest_inflight_body_bytes"
@@ -237,61 +236,6 @@ func TestConnectionLimit(t *testing.T) {
 	}
 }
 
-// A body in a Content-Encoding other than identity gets 415 with a clear message, and
-// nothing is written: ingest cannot decompress it, and must not read a compressed body,
-// or one labelled compressed, as JSON.
-func TestContentEncodingRefused(t *testing.T) {
-	t.Parallel()
-	rs := redistest.Start(t)
-	svc := startIngest(t, rs, nil)
-	const ev = `{"user_id":"u1","product_id":"p1"}`
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write([]byte(ev))
-	zw.Close()
-
-	for _, tc := range []struct {
-		name, path, encoding, body string
-		status                     int
-		msg                        string
-	}{
-		{"gzip body", "/v1/events", "gzip", gz.String(), 415, `Content-Encoding "gzip" is not supported; send the body uncompressed`},
-		{"gzip body to /click", "/click", "gzip", gz.String(), 415, `Content-Encoding "gzip" is not supported; send the body uncompressed`},
-		{"plain body labelled br", "/v1/events", "br", ev, 415, `Content-Encoding "br" is not supported; send the body uncompressed`},
-		{"plain body labelled deflate, identity", "/v1/events", "identity, deflate", ev, 415, `Content-Encoding "deflate" is not supported; send the body uncompressed`},
-		{"identity", "/v1/events", "identity", ev, 202, ""},
-		{"IDENTITY", "/click", "IDENTITY", ev, 202, ""},
-	} {
-		req, err := http.NewRequest(http.MethodPost, svc.base+tc.path, strings.NewReader(tc.body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Content-Encoding", tc.encoding)
-		a, err := do(svc.client, req)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		if a.status != tc.status {
-			t.Errorf("%s: status %d, want %d; body %s", tc.name, a.status, tc.status, a.body)
-			continue
-		}
-		if tc.status == 202 {
-			accepted(t, a)
-		} else if msg := *errorOf(t, a).Error; msg != tc.msg {
-			t.Errorf("%s: error %q, want %q", tc.name, msg, tc.msg)
-		}
-	}
-	if n := svc.streamLen(t); n != 2 {
-		t.Errorf("stream length %d, want 2: the identity bodies only", n)
-	}
-	metricstest.Scrape(t, svc.base+"/metrics").Check(t, map[string]float64{
-		`ingest_rejected_requests_total{reason="content_encoding"}`: 4,
-		`ingest_rejected_requests_total{reason="content_type"}`:     0,
-		`ingest_rejected_requests_total{reason="invalid"}`:          0,
-	})
-}
-
 // Limits that cannot work stop ingest at start, naming the variable.
 func TestLimitsConfig(t *testing.T) {
 	t.Parallel()
@@ -301,6 +245,10 @@ func TestLimitsConfig(t *testing.T) {
 	}{
 		{map[string]string{"MAX_INFLIGHT_BYTES": "1000", "MAX_BODY_BYTES": "2000"}, "MAX_INFLIGHT_BYTES"},
 		{map[string]string{"MAX_INFLIGHT_BYTES": "lots"}, "MAX_INFLIGHT_BYTES"},
+		{map[string]string{"MAX_INFLIGHT_BYTES": "500000", "MAX_BODY_BYTES": "100000"}, "SEGMENT_MAX_BATCH_BYTES"},
+		{map[string]string{"SEGMENT_MAX_CALL_BYTES": "0"}, "SEGMENT_MAX_CALL_BYTES"},
+		{map[string]string{"SEGMENT_MAX_BATCH_EVENTS": "many"}, "SEGMENT_MAX_BATCH_EVENTS"},
+		{map[string]string{"SEGMENT_VIEW_EVENTS": "Product Viewed, Product Clicked"}, "SEGMENT_VIEW_EVENTS"},
 		{map[string]string{"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS"},
 	} {
 		err := runWith(context.Background(), func(k string) string { return tc.vars[k] }, io.Discard, nil)

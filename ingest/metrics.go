@@ -39,8 +39,9 @@ const (
 
 // More reasons: the limits on what ingest takes in.
 const (
-	reasonEncoding = "content_encoding" // 415: Content-Encoding other than identity
+	reasonEncoding = "content_encoding" // 415: Content-Encoding other than identity or gzip
 	reasonInflight = "inflight"         // 503: MAX_INFLIGHT_BYTES of bodies being received
+	reasonOrigin   = "origin"           // 403: a page of an origin CORS_ORIGINS does not list
 )
 
 func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
@@ -67,7 +68,7 @@ func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
 		Help: "Requests to the event endpoints answered with an error (nothing written), by reason.",
 	}, []string{"reason"})
 	for _, r := range []string{reasonInvalid, reasonUnauthorized, reasonTimeout, reasonTooLarge, reasonTooMany,
-		reasonContentType, reasonEncoding, reasonBackpressure, reasonInflight, reasonUnavailable, reasonInternal} {
+		reasonContentType, reasonEncoding, reasonBackpressure, reasonInflight, reasonUnavailable, reasonInternal, reasonOrigin} {
 		rejected.WithLabelValues(r)
 	}
 	flush := prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -123,17 +124,20 @@ func (m *ingestMetrics) countRejected(next echo.HandlerFunc) echo.HandlerFunc {
 // rejectReason maps an error of the event endpoints to its reason, by the type and
 // status that the central error handler answers it with (see server.classify). In
 // ingest a *server.Status 413 is only ever "too many events" and a *server.Status 503
-// is backpressure unless it is errBodiesInFlight: a body over the limit is an
-// *http.MaxBytesError, and Redis failing is a *server.Unavailable.
+// is backpressure unless it is errBodiesInFlight: a body over the limit is a
+// *sizeError, and Redis failing is a *server.Unavailable.
 func rejectReason(err error) string {
 	var st *server.Status
 	var un *server.Unavailable
-	var mb *http.MaxBytesError
+	var size *sizeError
 	var enc *encodingError
+	var many *tooManyCalls
 	switch {
 	case err == errBodiesInFlight:
 		return reasonInflight
-	case errors.As(err, &mb):
+	case errors.As(err, &many):
+		return reasonTooMany
+	case errors.As(err, &size):
 		return reasonTooLarge
 	case errors.As(err, &enc):
 		return reasonEncoding
@@ -141,6 +145,8 @@ func rejectReason(err error) string {
 		switch st.Code {
 		case http.StatusUnauthorized:
 			return reasonUnauthorized
+		case http.StatusForbidden:
+			return reasonOrigin
 		case http.StatusRequestTimeout:
 			return reasonTimeout
 		case http.StatusRequestEntityTooLarge:

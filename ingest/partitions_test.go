@@ -14,8 +14,8 @@ import (
 	"github.com/clickstream/pipeline/internal/testlog"
 )
 
-// batchOf returns a JSON array of n events of n users, every third with an event_id.
-func batchOf(n int, idPrefix string) string {
+// usersBatch returns a JSON array of n events of n users, every third with an event_id.
+func usersBatch(n int, idPrefix string) string {
 	var b strings.Builder
 	b.WriteByte('[')
 	for i := range n {
@@ -85,7 +85,7 @@ func TestPartitionedWrites(t *testing.T) {
 	t.Parallel()
 	rs := redistest.Start(t)
 	svc := startIngest(t, rs, map[string]string{"STREAM_PARTITIONS": "6"})
-	body := batchOf(300, "e-")
+	body := usersBatch(300, "e-")
 	if got := accepted(t, svc.post(t, "/v1/events", "application/json", body, false)); got != (Accepted{Accepted: 300}) {
 		t.Fatalf("first post: %+v, want 300 accepted", got)
 	}
@@ -132,7 +132,7 @@ func TestPartitionedWritesOnCluster(t *testing.T) {
 
 	env := map[string]string{"STREAM_PARTITIONS": "6", "WRITE_REPLICAS": "1", "REDIS_TIMEOUT": "2s"}
 	svc := startIngestOn(t, c.URL(), c.Client(), env)
-	body := batchOf(300, "c-")
+	body := usersBatch(300, "c-")
 	if got := accepted(t, svc.post(t, "/v1/events", "application/json", body, false)); got != (Accepted{Accepted: 300}) {
 		t.Fatalf("first post: %+v, want 300 accepted", got)
 	}

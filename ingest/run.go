@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
@@ -15,7 +16,6 @@ import (
 	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/clickstream/pipeline/internal/server"
-	"github.com/redis/go-redis/v9"
 )
 
 // Config is ingest's configuration, read from the environment.
@@ -40,6 +40,8 @@ type Config struct {
 	BackpressureInterval time.Duration       // BACKPRESSURE_INTERVAL: how often both are checked
 	AllowEviction        bool                // ALLOW_EVICTION: run on a Redis that may evict keys
 	HTTP                 config.HTTPTimeouts // HTTP_*_TIMEOUT
+	Segment              SegmentConfig       // SEGMENT_*: the Segment API (segment.go)
+	Browser              BrowserConfig       // CORS_ORIGINS, DEMO*: the collector in the browser (tracker.go)
 }
 
 func readConfig(r *config.Reader) Config {
@@ -64,6 +66,8 @@ func readConfig(r *config.Reader) Config {
 		BackpressureInterval: r.Duration("BACKPRESSURE_INTERVAL", time.Second, 10*time.Millisecond),
 		AllowEviction:        r.Bool("ALLOW_EVICTION", false),
 		HTTP:                 r.HTTPTimeouts(),
+		Segment:              readSegmentConfig(r),
+		Browser:              readBrowserConfig(r),
 	}
 }
 
@@ -87,7 +91,9 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		return fmt.Errorf("invalid configuration: MAX_INFLIGHT_BYTES=%d: must be at least MAX_BODY_BYTES (%d), or a body of that size could never be received",
 			cfg.MaxInflightBytes, cfg.MaxBodyBytes)
 	}
-	server.ServeDebug(debugAddr, logger)
+	if err := cfg.Segment.check(cfg.MaxInflightBytes); err != nil {
+		return err
+	}
 	// A write that timed out may still have happened; go-redis must not resend it on its
 	// own, or an event without event_id would be stored twice. The client retries instead.
 	ropt.MaxRetries = -1
@@ -103,9 +109,14 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("INGEST_KEYS is not set: the ingest API is open to anyone")
 	}
 
-	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
+	// Every goroutine started here is waited for before the client is closed.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	debugCtx, stopDebug := context.WithCancel(context.Background())
+	defer stopDebug()
+	wg.Go(func() { server.ServeDebug(debugCtx, debugAddr, logger) })
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
 		return err
@@ -130,18 +141,22 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	// their events written and their answer.
 	wctx, stopWriter := context.WithCancel(context.Background())
 	defer stopWriter()
-	w := NewWriter(wctx, rdb, layout, cfg.Replicas, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, m, logger)
+	w := NewWriter(rdb, layout, cfg.Replicas, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, m, logger)
 	if err := w.Ping(ctx); err != nil {
 		logger.Warn("redis not reachable at start; will answer 503 until it is", "err", err)
 	}
 	bp := newBackpressure(rdb, layout, eviction, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
 	bp.refresh(ctx) // so that an ingest started behind does not accept a first burst
-	go bp.run(wctx, cfg.BackpressureInterval)
+	wg.Go(func() { w.Run(wctx) })
+	wg.Go(func() { bp.run(wctx, cfg.BackpressureInterval) })
 	h := &handler{w: w, bp: bp, inflight: inflight, m: m, logger: logger, cfg: cfg, now: time.Now}
 	e := server.New(logger, ready(eviction, bp))
 	metrics.Instrument(e, reg, logger)
 	routes(e, h, server.RequireKey("ingest", cfg.Keys))
 	err := server.Serve(ctx, e, limited, logger, 10*time.Second, cfg.HTTP)
+	stopWriter()
+	stopDebug()
+	wg.Wait()
 	logger.Info("ingest stopped")
 	return err
 }

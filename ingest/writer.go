@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// dedupScript writes an event that has an event_id at most once per dedup window.
+// dedupScript writes the events of a request, each that has an event_id at most once
+// per dedup window.
 //
 //go:embed dedup.lua
 var dedupSource string
@@ -35,6 +37,7 @@ type Writer struct {
 	queue     chan *writeReq
 	m         *ingestMetrics
 	logger    *slog.Logger
+	flushers  int // started by Run
 }
 
 type writeReq struct {
@@ -63,10 +66,10 @@ type writeResult struct {
 	err        error
 }
 
-// NewWriter starts flushers goroutines that run until ctx is cancelled. replicas is
-// WRITE_REPLICAS: with it above 0, a write is answered only once that many replicas of
-// its master confirm it (WAIT), within three quarters of timeout.
-func NewWriter(ctx context.Context, rdb redis.UniversalClient, layout events.Layout, replicas int, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
+// NewWriter returns a Writer whose flushers Run runs. replicas is WRITE_REPLICAS: with
+// it above 0, a write is answered only once that many replicas of its master confirm it
+// (WAIT), within three quarters of timeout.
+func NewWriter(rdb redis.UniversalClient, layout events.Layout, replicas int, window, timeout time.Duration, flushers, maxEvents int, m *ingestMetrics, logger *slog.Logger) *Writer {
 	w := &Writer{
 		rdb:       rdb,
 		layout:    layout,
@@ -78,11 +81,19 @@ func NewWriter(ctx context.Context, rdb redis.UniversalClient, layout events.Lay
 		queue:     make(chan *writeReq, 4096),
 		m:         m,
 		logger:    logger,
-	}
-	for i := 0; i < flushers; i++ {
-		go w.flusher(ctx)
+		flushers:  flushers,
 	}
 	return w
+}
+
+// Run runs the flushers until ctx is cancelled, and returns once each has finished the
+// write in flight and answered the requests still queued.
+func (w *Writer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range w.flushers {
+		wg.Go(func() { w.flusher(ctx) })
+	}
+	wg.Wait()
 }
 
 // errWriterStopped is returned to requests that arrive after shutdown began.

@@ -125,20 +125,18 @@ func wait(stop <-chan struct{}, d time.Duration) {
 // batch is applied atomically on its own, so their order does not matter.
 func (c *Consumer) Run(stop <-chan struct{}) error {
 	batches := make(chan genBatch, c.cfg.ApplyConcurrency)
-	readErr := make(chan error, 1)
-	go func() { readErr <- c.readLoop(stop, batches) }()
 	var wg sync.WaitGroup
+	var readErr error
+	wg.Go(func() { readErr = c.readLoop(stop, batches) })
 	for range c.cfg.ApplyConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for b := range batches {
 				c.applyWithRetry(stop, b.gen, aggregate.Decode(b.msgs), b.epoch)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	return <-readErr
+	return readErr
 }
 
 // readLoop reads batches from the current generation's group. Before each read it

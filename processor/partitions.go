@@ -26,8 +26,8 @@ type partitionWork struct {
 
 // joinPartitions waits until the current generation of every partition has its
 // consumer group (a processor started before Redis just waits) and returns the work of
-// every partition, nil when ctx ended first.
-func joinPartitions(ctx context.Context, rdb redis.UniversalClient, layout events.Layout, cfg Config,
+// every partition, nil when ctx ended or done was closed first.
+func joinPartitions(ctx context.Context, done <-chan struct{}, rdb redis.UniversalClient, layout events.Layout, cfg Config,
 	reg prometheus.Registerer, redisErrors *prometheus.CounterVec, logger *slog.Logger) ([]*partitionWork, error) {
 	m := newConsumerMetrics(reg, redisErrors)
 	var work []*partitionWork
@@ -44,6 +44,8 @@ func joinPartitions(ctx context.Context, rdb redis.UniversalClient, layout event
 			logger.Warn("cannot create consumer group yet; retrying", "stream", keys.Stream(), "err", err)
 			select {
 			case <-ctx.Done():
+				return nil, nil
+			case <-done:
 				return nil, nil
 			case <-time.After(time.Second):
 			}
@@ -69,19 +71,18 @@ func joinPartitions(ctx context.Context, rdb redis.UniversalClient, layout event
 }
 
 // runPartitions runs every partition's reads and applies, claims, reaps and retention
-// until stop is closed, then waits until each has finished its batch in flight, and
+// until ctx is cancelled, then waits until each has finished its batch in flight, and
 // returns the consumers' errors.
-func runPartitions(work []*partitionWork, stop <-chan struct{}) error {
+func runPartitions(ctx context.Context, work []*partitionWork) error {
+	stop := ctx.Done()
 	var wg sync.WaitGroup
 	errs := make([]error, len(work))
 	for i, w := range work {
-		wg.Add(3)
-		go func() { defer wg.Done(); w.c.Claim(stop) }()
-		go func() { defer wg.Done(); w.c.Reap(stop) }()
-		go func() { defer wg.Done(); errs[i] = w.c.Run(stop) }()
+		wg.Go(func() { w.c.Claim(stop) })
+		wg.Go(func() { w.c.Reap(stop) })
+		wg.Go(func() { errs[i] = w.c.Run(stop) })
 		if w.ret != nil {
-			wg.Add(1)
-			go func() { defer wg.Done(); w.ret.Run(stop) }()
+			wg.Go(func() { w.ret.Run(ctx) })
 		}
 	}
 	wg.Wait()

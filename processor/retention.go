@@ -35,28 +35,20 @@ type Retention struct {
 	logger *slog.Logger
 }
 
-// Run folds and trims every min(retention/10, 1 min) until stop is closed.
-func (r *Retention) Run(stop <-chan struct{}) {
+// Run folds and trims every min(retention/10, 1 min) until ctx is cancelled, which
+// also cancels a pass in flight.
+func (r *Retention) Run(ctx context.Context) {
 	every := min(max(r.cfg.Retention/10, 100*time.Millisecond), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	l := generations.NewLock(r.rdb, r.keys.RetentionLock(), r.holder, max(2*every, 10*time.Second))
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		folded, trimmed, err := r.pass(ctx, l, time.Now())
-		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			r.logger.Warn("retention pass failed", "err", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
@@ -15,7 +16,6 @@ import (
 	"github.com/clickstream/pipeline/internal/metrics"
 	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/clickstream/pipeline/internal/server"
-	"github.com/redis/go-redis/v9"
 )
 
 // Config is the processor's configuration, read from the environment.
@@ -94,7 +94,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // runWith is run with an optional ready-made listener, for tests.
-func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, ln net.Listener) error {
+//
+// Every goroutine it starts is started with sync.WaitGroup.Go and waited for before it
+// returns. When ctx is cancelled, or the HTTP server fails, it stops them in this
+// order: the reads (a batch in flight is applied and acked) and the claim, reap and
+// retention loops; the HTTP server (requests in flight are answered); the profiler;
+// then it closes the Redis client.
+func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, ln net.Listener) (err error) {
 	r := config.NewReader(getenv)
 	logger := r.Logger(stderr)
 	cfg := readConfig(r)
@@ -103,15 +109,18 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := r.Err(); err != nil {
 		return err
 	}
-	server.ServeDebug(debugAddr, logger)
 	if !events.ValidID(cfg.Consumer) {
 		return fmt.Errorf("invalid configuration: CONSUMER_NAME=%q: %s", getenv("CONSUMER_NAME"), events.IDRule)
 	}
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger = logger.With("consumer", cfg.Consumer)
-	redis.SetLogger(server.RedisLog{Logger: logger})
 	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	debugCtx, stopDebug := context.WithCancel(context.Background())
+	defer stopDebug()
+	wg.Go(func() { server.ServeDebug(debugCtx, debugAddr, logger) })
 	layout := events.NewLayout(cfg.Namespace, cfg.Partitions)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
 		"stream", layout.Partition(0).Stream(), "partitions", layout.Count(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
@@ -131,8 +140,9 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 			return err
 		}
 	}
+	// The health and metrics endpoints outlive the reads, so that a scrape during the
+	// shutdown still answers.
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
-	defer stopHTTP()
 	e := server.New(logger, eviction.Ready)
 	// Redis errors: reads (with the generation pointer read before each), applies (with
 	// their dead-letter publishes), claims, reaps of idle consumers, and the stream
@@ -141,33 +151,47 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	redisErrors := metrics.RedisErrors(reg, "read", "apply", "claim", "reap", "stats")
 	reg.MustRegister(metrics.NewLayoutStats(rdb, layout, cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	metrics.Instrument(e, reg, logger)
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- server.Serve(httpCtx, e, ln, logger, 5*time.Second, cfg.HTTP) }()
+	var httpErr error
+	httpDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(httpDone)
+		httpErr = server.Serve(httpCtx, e, ln, logger, 5*time.Second, cfg.HTTP)
+	})
+	defer func() {
+		stopHTTP()
+		<-httpDone
+		err = errors.Join(err, httpErr)
+	}()
 
 	// Wait for Redis and the current generation's group of every partition; a processor
 	// started before Redis just waits.
-	work, err := joinPartitions(ctx, rdb, layout, cfg, reg, redisErrors, logger)
-	if err != nil || work == nil {
-		stopHTTP()
-		return errors.Join(err, <-httpDone)
+	work, err := joinPartitions(ctx, httpDone, rdb, layout, cfg, reg, redisErrors, logger)
+	if err != nil {
+		return err
+	}
+	if work == nil {
+		if ctx.Err() == nil {
+			logger.Error("http server failed; stopping", "err", httpErr)
+		}
+		return nil
 	}
 
-	stop := make(chan struct{})
-	runErr := make(chan error, 1)
-	go func() { runErr <- runPartitions(work, stop) }()
-
+	// The loops' context is not ctx: a signal stops them in order, below.
+	loops, stopLoops := context.WithCancel(context.Background())
+	defer stopLoops()
+	var lwg sync.WaitGroup
+	var runErr error
+	lwg.Go(func() { runErr = runPartitions(loops, work) })
 	select {
 	case <-ctx.Done():
 		logger.Info("stopping: no new reads; finishing the batch in flight")
-	case err := <-httpDone:
-		close(stop)
-		return errors.Join(err, <-runErr)
+	case <-httpDone:
+		logger.Error("http server failed; stopping: no new reads; finishing the batch in flight", "err", httpErr)
 	}
-	close(stop)
-	err = <-runErr
+	stopLoops()
+	lwg.Wait()
 	applied, skipped, deadLets, dropped := counts(work)
 	logger.Info("processor stopped", "applied", applied, "skipped_redelivered", skipped,
 		"dead_lettered", deadLets, "dropped_after_switch", dropped)
-	stopHTTP()
-	return errors.Join(err, <-httpDone)
+	return runErr
 }

@@ -28,6 +28,8 @@ type handler struct {
 	redisErrors prometheus.Counter // failed round trips of the handlers that call Redis themselves
 	retention   events.Retention   // STATS_RETENTION_*: which buckets still exist
 	now         func() time.Time
+	live        *liveHub   // GET /v1/live
+	web         *dashboard // the dashboard's pages and files
 }
 
 func (h *handler) ctx(c echo.Context) (context.Context, context.CancelFunc) {
@@ -175,6 +177,8 @@ type Pipeline struct {
 	Groups     []Group     `json:"groups"`
 	DeadLetter DeadLetters `json:"dead_letter"`
 	Partitions []Partition `json:"partitions,omitempty"`
+
+	entriesAdded int64 // entries ever added to the stream (every partition's), for the live events/s
 }
 
 // Group is one consumer group. Lag is the number of entries not yet delivered to the
@@ -210,8 +214,19 @@ type DeadLetters struct {
 func (h *handler) pipeline(c echo.Context) error {
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	parts := h.layout.Partitions()
 	pipe := h.rdb.Pipeline()
+	read := h.queuePipeline(ctx, pipe)
+	p, err := read(pipe.Exec(ctx))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+// queuePipeline queues the reads of the pipeline's state, every partition's, on pipe;
+// the function it returns takes the error of pipe's Exec and builds the answer.
+func (h *handler) queuePipeline(ctx context.Context, pipe redis.Pipeliner) func(cmds []redis.Cmder, err error) (Pipeline, error) {
+	parts := h.layout.Partitions()
 	infos := make([]*lag.Cmds, len(parts))
 	dlens := make([]*redis.IntCmd, len(parts))
 	ptrs := make([]*redis.StringCmd, len(parts))
@@ -220,59 +235,62 @@ func (h *handler) pipeline(c echo.Context) error {
 		dlens[i] = pipe.XLen(ctx, k.DeadLetter())
 		ptrs[i] = pipe.Get(ctx, k.Generation())
 	}
-	// Exec returns the first failed command's error; before the first event XINFO's
-	// "no such key" and, with no pointer, GET's nil are not failures.
-	if _, err := pipe.Exec(ctx); err != nil && !generations.IsNoStream(err) && !errors.Is(err, redis.Nil) {
-		h.redisErrors.Inc()
-		return err
-	}
-	var p Pipeline
-	for i, k := range parts {
-		s, groups, err := infos[i].Result()
-		if err != nil {
+	return func(_ []redis.Cmder, err error) (Pipeline, error) {
+		var p Pipeline
+		// Exec returns the first failed command's error; before the first event XINFO's
+		// "no such key" and, with no pointer, GET's nil are not failures.
+		if err != nil && !generations.IsNoStream(err) && !errors.Is(err, redis.Nil) {
 			h.redisErrors.Inc()
-			return err
+			return p, err
 		}
-		gen, err := generations.Current(ptrs[i])
-		if err != nil {
-			return err
-		}
-		part := Partition{Partition: i, Stream: k.Stream(), Length: s.Length, LastID: s.LastID, Generation: gen, Lag: 0,
-			DeadLetter: DeadLetters{Stream: k.DeadLetter(), Length: dlens[i].Val()}}
-		for _, g := range groups {
-			grp := Group{Name: g.Name, Pending: g.Pending, Lag: lag.Of(s, g), Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID}
-			if len(parts) > 1 {
-				grp.Stream, grp.Partition = k.Stream(), &part.Partition
+		for i, k := range parts {
+			s, groups, err := infos[i].Result()
+			if err != nil {
+				h.redisErrors.Inc()
+				return Pipeline{}, err
 			}
-			if g.Name == k.Gen(gen).Group() {
-				part.Lag = grp.Lag
+			gen, err := generations.Current(ptrs[i])
+			if err != nil {
+				return Pipeline{}, err
 			}
-			p.Groups = append(p.Groups, grp)
+			part := Partition{Partition: i, Stream: k.Stream(), Length: s.Length, LastID: s.LastID, Generation: gen, Lag: 0,
+				DeadLetter: DeadLetters{Stream: k.DeadLetter(), Length: dlens[i].Val()}}
+			for _, g := range groups {
+				grp := Group{Name: g.Name, Pending: g.Pending, Lag: lag.Of(s, g), Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID}
+				if len(parts) > 1 {
+					grp.Stream, grp.Partition = k.Stream(), &part.Partition
+				}
+				if g.Name == k.Gen(gen).Group() {
+					part.Lag = grp.Lag
+				}
+				p.Groups = append(p.Groups, grp)
+			}
+			p.Partitions = append(p.Partitions, part)
+			p.entriesAdded += s.EntriesAdded
 		}
-		p.Partitions = append(p.Partitions, part)
+		if len(parts) == 1 {
+			only := p.Partitions[0]
+			p = Pipeline{Stream: only.Stream, Length: only.Length, LastID: only.LastID, Generation: only.Generation,
+				Groups: p.Groups, DeadLetter: only.DeadLetter, entriesAdded: p.entriesAdded}
+		} else {
+			p.Stream = "{" + partitionPattern(h.layout) + "}:events"
+			p.DeadLetter.Stream = "{" + partitionPattern(h.layout) + "}:deadletter"
+			for _, part := range p.Partitions {
+				p.Length += part.Length
+				p.DeadLetter.Length += part.DeadLetter.Length
+				if p.Generation == 0 || part.Generation < p.Generation {
+					p.Generation = part.Generation
+				}
+				if part.LastID != "" && (p.LastID == "" || events.CompareIDs(part.LastID, p.LastID) > 0) {
+					p.LastID = part.LastID
+				}
+			}
+		}
+		if p.Groups == nil {
+			p.Groups = []Group{}
+		}
+		return p, nil
 	}
-	if len(parts) == 1 {
-		only := p.Partitions[0]
-		p = Pipeline{Stream: only.Stream, Length: only.Length, LastID: only.LastID, Generation: only.Generation,
-			Groups: p.Groups, DeadLetter: only.DeadLetter}
-	} else {
-		p.Stream = "{" + partitionPattern(h.layout) + "}:events"
-		p.DeadLetter.Stream = "{" + partitionPattern(h.layout) + "}:deadletter"
-		for _, part := range p.Partitions {
-			p.Length += part.Length
-			p.DeadLetter.Length += part.DeadLetter.Length
-			if p.Generation == 0 || part.Generation < p.Generation {
-				p.Generation = part.Generation
-			}
-			if part.LastID != "" && (p.LastID == "" || events.CompareIDs(part.LastID, p.LastID) > 0) {
-				p.LastID = part.LastID
-			}
-		}
-	}
-	if p.Groups == nil {
-		p.Groups = []Group{}
-	}
-	return c.JSON(http.StatusOK, p)
 }
 
 // partitionPattern is a glob of every partition's tag, for /v1/pipeline's top level.

@@ -195,16 +195,62 @@ func TestPartitionedAnswersEqualOnePartition(t *testing.T) {
 	applyTo(t, s.Client(), events.NewLayout(four, 4), now, evs)
 	six := redistest.Namespace(t) + "-six"
 	applyTo(t, c.Client(), events.NewLayout(six, 6), now, evs)
+	paths := samePaths(users, products)
+	// The daily reports (JSON and CSV) and a summary as CSV, of fixed days.
+	today := now.UTC().Truncate(24 * time.Hour)
+	for _, day := range []time.Time{today, today.Add(-24 * time.Hour)} {
+		d := day.Format(time.DateOnly)
+		paths = append(paths, "/v1/reports/daily?date="+d, "/v1/reports/daily?format=csv&date="+d,
+			fmt.Sprintf("/v1/stats/summary?format=csv&from=%d&to=%d", day.UnixMilli(), day.Add(24*time.Hour).UnixMilli()))
+	}
+	wantLive := openSnapshots(want)
 	for _, got := range []*api{
 		startAPIAt(t, s.URL(), four, "STREAM_PARTITIONS", "4"),
 		startAPIAt(t, c.URL(), six, "STREAM_PARTITIONS", "6"),
 	} {
-		for _, path := range samePaths(users, products) {
+		for _, path := range paths {
 			w, g := want.get(path), got.get(path)
 			if w.status != 200 || g.status != w.status || normal(g.body) != normal(w.body) {
 				t.Errorf("GET %s (%s):\n got  %d %s\n want %d %s", path, got.ns, g.status, g.body, w.status, w.body)
 			}
 		}
+		// /v1/live's statistics: every range and bucket in progress, summed over the
+		// partitions. Its ranges end with the current minute, so two snapshots of the
+		// same minute are compared.
+		gotLive := openSnapshots(got)
+		for try := 0; ; try++ {
+			w, g := wantLive(), gotLive()
+			if w.Time/60_000 != g.Time/60_000 && try < 5 {
+				continue
+			}
+			for name, ws := range w.Ranges {
+				if gs := g.Ranges[name]; !reflect.DeepEqual(gs, ws) {
+					t.Errorf("/v1/live (%s) range %s:\n got  %+v\n want %+v", got.ns, name, gs, ws)
+				}
+			}
+			for name, ws := range w.Current {
+				if gs := g.Current[name]; !reflect.DeepEqual(gs, ws) {
+					t.Errorf("/v1/live (%s) current %s:\n got  %+v\n want %+v", got.ns, name, gs, ws)
+				}
+			}
+			if g.Pipeline.Length != 0 || len(g.Pipeline.Partitions) != g.Pipeline.Partitions[len(g.Pipeline.Partitions)-1].Partition+1 {
+				t.Errorf("/v1/live (%s) pipeline %+v: want its partitions, with no events in their streams", got.ns, g.Pipeline)
+			}
+			break
+		}
+	}
+}
+
+// openSnapshots opens /v1/live on a and returns a function that reads its next
+// snapshot.
+func openSnapshots(a *api) func() LiveSnapshot {
+	st, r := a.openLive()
+	if st == nil {
+		a.t.Fatalf("GET /v1/live: %d %s", r.status, r.body)
+	}
+	return func() LiveSnapshot {
+		_, snap := st.snapshot()
+		return snap
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/events"
@@ -51,12 +52,18 @@ type readResult struct {
 // maxReadBatch bounds one pipeline.
 const maxReadBatch = 256
 
-func newTotalsReader(ctx context.Context, parts *partitions.Reader, timeout time.Duration, loops int, failures prometheus.Counter) *totalsReader {
-	r := &totalsReader{parts: parts, timeout: timeout, queue: make(chan *readReq, 1024), errors: failures}
-	for i := 0; i < loops; i++ {
-		go r.loop(ctx)
+func newTotalsReader(parts *partitions.Reader, timeout time.Duration, failures prometheus.Counter) *totalsReader {
+	return &totalsReader{parts: parts, timeout: timeout, queue: make(chan *readReq, 1024), errors: failures}
+}
+
+// Run runs loops loops until ctx is cancelled, and returns once each has finished its
+// round trip in flight and failed the requests still queued.
+func (r *totalsReader) Run(ctx context.Context, loops int) {
+	var wg sync.WaitGroup
+	for range loops {
+		wg.Go(func() { r.loop(ctx) })
 	}
-	return r
+	wg.Wait()
 }
 
 var errReaderStopped = errors.New("reader stopped")

@@ -111,6 +111,10 @@ func (cmds rebuildCmds) status() (RebuildStatus, error) {
 	return st, nil
 }
 
+// rebuildRank orders rebuild states from the least advanced that matters.
+var rebuildRank = map[string]int{events.RebuildStateFailed: 0, events.RebuildStateBuilding: 1, events.RebuildStateSwitching: 2,
+	events.RebuildStateCleanup: 3, events.RebuildStateCancelled: 4, events.RebuildStateDone: 5, "idle": 6}
+
 // rebuildOverAll sums up the partitions' rebuilds, each listed in Partitions: the state
 // is the least advanced that matters (failed, then building, switching, cleanup, then
 // cancelled or done, idle only when all are), generation the highest any builds,
@@ -118,8 +122,7 @@ func (cmds rebuildCmds) status() (RebuildStatus, error) {
 // sums, eta_seconds the longest, started_at the earliest, updated_at the latest, error
 // the first.
 func rebuildOverAll(sts []RebuildStatus) RebuildStatus {
-	rank := map[string]int{events.RebuildStateFailed: 0, events.RebuildStateBuilding: 1, events.RebuildStateSwitching: 2,
-		events.RebuildStateCleanup: 3, events.RebuildStateCancelled: 4, events.RebuildStateDone: 5, "idle": 6}
+	rank := rebuildRank
 	all := RebuildStatus{State: "idle", Partitions: sts}
 	for i := range sts {
 		st := &sts[i]

@@ -150,7 +150,7 @@ func (h *handler) summary(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, sum)
+	return writeStats(c, sum)
 }
 
 // readSummary sums the buckets that tile s and counts the union of their users, in one
@@ -159,27 +159,55 @@ func (h *handler) readSummary(ctx context.Context, s span, now int64) (Summary, 
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	tl := events.Tile(s.from, s.to, h.liveGlobal(now))
-	n := h.layout.Count()
-	hm := make([][]*redis.SliceCmd, n)
-	uu := make([]*redis.IntCmd, n)
+	r := newSummaryRead(tl, h.layout.Count())
 	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
-		p := k.Partition()
-		hm[p], uu[p] = hm[p][:0], nil
-		keys := make([]string, 0, len(tl.Buckets))
-		for _, b := range tl.Buckets {
-			hm[p] = append(hm[p], pipe.HMGet(ctx, gen.Stats(b), statsFields...))
-			keys = append(keys, gen.Uniques(b))
-		}
-		if len(keys) > 0 {
-			uu[p] = pipe.PFCount(ctx, keys...)
-		}
+		r.queue(ctx, pipe, k, gen)
 	})
 	if err != nil {
 		return Summary{}, err
 	}
+	return r.result()
+}
+
+// summaryRead is the reads of one Summary queued on a pipeline, per partition: the
+// hashes of the buckets that tile its range, and one PFCOUNT over all their users (a
+// union).
+type summaryRead struct {
+	tl    events.Tiling
+	parts []summaryPart // by partition
+}
+
+type summaryPart struct {
+	hm []*redis.SliceCmd
+	uu *redis.IntCmd
+}
+
+func newSummaryRead(tl events.Tiling, partitions int) *summaryRead {
+	return &summaryRead{tl: tl, parts: make([]summaryPart, partitions)}
+}
+
+// queue queues the reads of partition k at generation gen on pipe. Queued again for a
+// partition (atGeneration's read again after a rebuild's switch), it replaces that
+// partition's reads.
+func (r *summaryRead) queue(ctx context.Context, pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+	p := summaryPart{hm: make([]*redis.SliceCmd, 0, len(r.tl.Buckets))}
+	keys := make([]string, 0, len(r.tl.Buckets))
+	for _, b := range r.tl.Buckets {
+		p.hm = append(p.hm, pipe.HMGet(ctx, gen.Stats(b), statsFields...))
+		keys = append(keys, gen.Uniques(b))
+	}
+	if len(keys) > 0 {
+		p.uu = pipe.PFCount(ctx, keys...)
+	}
+	r.parts[k.Partition()] = p
+}
+
+// result sums the reads once the pipeline has run.
+func (r *summaryRead) result() (Summary, error) {
+	tl := r.tl
 	sum := Summary{From: tl.From, To: tl.To, Resolution: tl.Finest.String(), Complete: !tl.Gaps, UniqueUsersError: UniqueUsersError}
-	for p := range n {
-		for _, cmd := range hm[p] {
+	for _, p := range r.parts {
+		for _, cmd := range p.hm {
 			if err := cmd.Err(); err != nil {
 				return Summary{}, err
 			}
@@ -189,8 +217,8 @@ func (h *handler) readSummary(ctx context.Context, s span, now int64) (Summary, 
 		}
 		// A user's events are all in one partition, so the partitions' users are
 		// disjoint: the union over partitions is the sum of their unions.
-		if uu[p] != nil {
-			c, err := uu[p].Result()
+		if p.uu != nil {
+			c, err := p.uu.Result()
 			if err != nil {
 				return Summary{}, err
 			}
@@ -238,6 +266,9 @@ var (
 )
 
 func (h *handler) timeseries(c echo.Context) error {
+	if c.QueryParam("format") == "csv" {
+		return h.timeseriesCSV(c) // takes a list of metrics
+	}
 	now := h.now()
 	s, err := parseSpan(c, now)
 	if err != nil {
@@ -262,8 +293,13 @@ type seriesQuery struct {
 }
 
 func parseSeriesQuery(c echo.Context) (seriesQuery, error) {
-	q := seriesQuery{metric: c.QueryParam("metric"), product: c.QueryParam("product")}
-	iv := c.QueryParam("interval")
+	return newSeriesQuery(c.QueryParam("metric"), c.QueryParam("interval"), c.QueryParam("product"), c.QueryParams().Has("product"))
+}
+
+// newSeriesQuery checks a series' metric, interval and product (hasProduct: the
+// parameter was given, even empty).
+func newSeriesQuery(metric, iv, product string, hasProduct bool) (seriesQuery, error) {
+	q := seriesQuery{metric: metric, product: product}
 	if iv == "" {
 		iv = "hour"
 	}
@@ -271,7 +307,7 @@ func parseSeriesQuery(c echo.Context) (seriesQuery, error) {
 	if q.interval, ok = events.ParseResolution(iv); !ok {
 		return q, server.BadRequest("interval: must be minute, hour or day")
 	}
-	if c.QueryParams().Has("product") {
+	if hasProduct {
 		if !events.ValidID(q.product) {
 			return q, server.BadRequest("product: " + events.IDRule)
 		}
@@ -416,7 +452,7 @@ func (h *handler) statsTopProducts(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, out)
+	return writeStats(c, out)
 }
 
 // readTopProducts ranks the products of s by the sum of their per-bucket scores, most
@@ -535,5 +571,5 @@ func (h *handler) active(c echo.Context) error {
 	for _, c := range counts {
 		n += c.Val()
 	}
-	return c.JSON(http.StatusOK, Active{WindowSeconds: int64(window / time.Second), ActiveUsers: n})
+	return writeStats(c, Active{WindowSeconds: int64(window / time.Second), ActiveUsers: n})
 }

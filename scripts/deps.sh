@@ -3,6 +3,8 @@
 #
 #   scripts/deps.sh redis-server        # Redis (redis-server and redis-cli)
 #   scripts/deps.sh redis-server cc     # and a working C compiler: go test -race needs cgo
+#   scripts/deps.sh node                # node and npm: the tests that drive ingest with Segment's Node SDK
+#   scripts/deps.sh chromium            # a headless browser, for the dashboard's browser test
 #
 # When one is missing it installs it from the system's packages if it runs as root on
 # Debian or Ubuntu (apt-get), without starting Redis's system service; otherwise it stops
@@ -27,9 +29,9 @@ cc_works() {
 
 for want; do
 	case $want in
-	redis-server | cc) ;;
+	redis-server | cc | node | chromium) ;;
 	*)
-		log "unknown dependency $want (known: redis-server, cc)"
+		log "unknown dependency $want (known: redis-server, cc, node, chromium)"
 		exit 2
 		;;
 	esac
@@ -50,6 +52,21 @@ missing() {
 			fi
 			;;
 		cc) cc_works || printf '%s\n' gcc libc6-dev ;;
+		node)
+			# Debian's nodejs (18 on Debian 12, 20 on 13); @segment/analytics-node asks
+			# for 20 or later and runs on either. A node installed otherwise (nodesource,
+			# nvm) is left alone.
+			command -v node >/dev/null || echo nodejs
+			command -v npm >/dev/null || echo npm
+			;;
+		chromium)
+			# Debian's package is chromium; other systems name the binary differently,
+			# and the browser test (internal/browsertest) looks for all of these.
+			if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null &&
+				! command -v google-chrome-stable >/dev/null && ! command -v google-chrome >/dev/null; then
+				echo chromium
+			fi
+			;;
 		esac
 	done
 }
@@ -69,7 +86,7 @@ if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
 		fi
 		printf '\n    %sapt-get update && %sapt-get install -y %s\n\n' "$sudo" "$sudo" "${pkgs[*]}" >&2
 	else
-		log "install them with your system's package manager (macOS: brew install redis; xcode-select --install)"
+		log "install them with your system's package manager (macOS: brew install redis; xcode-select --install; brew install --cask chromium)"
 	fi
 	exit 1
 fi

@@ -9,6 +9,7 @@
 #   INGEST_ADDR=127.0.0.1:9080 scripts/run.sh
 #   REDIS_URL=redis://127.0.0.1:6379/0 scripts/run.sh   # use an existing Redis instead
 #   DATA_DIR=/tmp/cs scripts/run.sh         # Redis's data and the logs there, not in .data/
+#   DEMO=false scripts/run.sh               # without the demo shop (ingest's /demo/)
 #   scripts/run.sh --cluster                # a local Redis Cluster of 3 masters on ports
 #                                           # 7000-7002 (CLUSTER_PORT moves them; bus ports
 #                                           # +10000) and STREAM_PARTITIONS=6 by default
@@ -56,6 +57,9 @@ done
 export INGEST_ADDR=${INGEST_ADDR:-127.0.0.1:8080}
 export QUERY_ADDR=${QUERY_ADDR:-127.0.0.1:8081}
 export PROCESSOR_ADDR=${PROCESSOR_ADDR:-127.0.0.1:8082}
+# The demo shop: ingest serves a few product pages that carry the tracker (t.js), each
+# linking to the dashboard, so that clicking around shows the counts move.
+export DEMO=${DEMO:-true}
 processors=${PROCESSORS:-1}
 consumer=${CONSUMER_NAME:-local} # processor N is $consumer-N
 data_dir=${DATA_DIR:-$root/.data}
@@ -196,6 +200,8 @@ data_dir=$(cd "$data_dir" && pwd)
 redis_dir=$data_dir/redis
 log_dir=$data_dir/logs
 mkdir -p "$redis_dir" "$log_dir"
+
+[[ -n ${DEMO_DASHBOARD_URL:-} ]] || export DEMO_DASHBOARD_URL="$(url "$QUERY_ADDR")/"
 
 names+=(ingest) bins+=(ingest) addrs+=("$INGEST_ADDR")
 for ((n = 1; n <= processors; n++)); do
@@ -381,7 +387,11 @@ query_url=$(url "$QUERY_ADDR")
 cat <<EOF
 
 Pipeline is running (Ctrl-C stops it).
+  dashboard  $query_url/
   ingest     $ingest_url/v1/events
+EOF
+case ${DEMO,,} in 1 | t | true) printf '  demo shop  %s/demo/   (click around, then watch the dashboard move)\n' "$ingest_url" ;; esac
+cat <<EOF
   queryapi   $query_url/v1/users/:id  /v1/products/:id  /v1/products/top  /v1/pipeline
   redis      $REDIS_URL
   logs       tail -f $log_dir/*.log

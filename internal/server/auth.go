@@ -1,8 +1,6 @@
 package server
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
 	"strings"
@@ -14,33 +12,17 @@ import (
 // keys: as HTTP Basic credentials whose username is the key (the password is ignored,
 // and is usually empty: that is how Segment's libraries send a write key), or as
 // "Authorization: Bearer <key>". Anything else is a 401 whose body says only
-// "unauthorized". With no keys the middleware lets everything through.
-//
-// Keys are compared by their SHA-256 sums, with subtle.ConstantTimeCompare, against
-// every key without stopping at a match, so the time taken says nothing about how much
-// of a key was right, which key matched, or how long the keys are.
+// "unauthorized". With no keys the middleware lets everything through. Keys are
+// compared in constant time (see Keyring).
 func RequireKey(realm string, keys []string) echo.MiddlewareFunc {
 	if len(keys) == 0 {
 		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
 	}
-	sums := make([][sha256.Size]byte, len(keys))
-	for i, k := range keys {
-		sums[i] = sha256.Sum256([]byte(k))
-	}
-	challenge := [2]string{`Basic realm="` + realm + `"`, `Bearer realm="` + realm + `"`}
+	ring := NewKeyring(realm, keys)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			key, ok := presentedKey(c.Request())
-			sum := sha256.Sum256([]byte(key))
-			match := 0
-			for i := range sums {
-				match |= subtle.ConstantTimeCompare(sum[:], sums[i][:])
-			}
-			if !ok || match != 1 {
-				h := c.Response().Header()
-				h.Set("WWW-Authenticate", challenge[0])
-				h.Add("WWW-Authenticate", challenge[1])
-				return &Status{Code: http.StatusUnauthorized, Msg: "unauthorized"}
+			if !ring.Request(c.Request()) {
+				return ring.Unauthorized(c)
 			}
 			return next(c)
 		}

@@ -20,8 +20,8 @@ func (w echoLog) Write(p []byte) (int, error) {
 // RedisLog adapts a logger to go-redis's logging interface, for redis.SetLogger:
 // go-redis logs some failures on its own (a dial that failed after its retries, say),
 // and by default prints them as plain text on stderr. go-redis has one logger per
-// process, so in tests that run several services in one process, its lines go to the
-// logger of the service that set it last.
+// process, so Main sets it, not a service's run: tests run several services in one
+// process, and each would send the others' go-redis lines to its own log.
 type RedisLog struct{ Logger *slog.Logger }
 
 // Printf logs one go-redis line at warn level.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/clickstream/pipeline/internal/config"
@@ -179,8 +180,9 @@ func isRedisUnavailable(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// Serve serves e on ln until ctx is cancelled, then stops accepting connections and
-// waits up to grace for requests in flight. The timeouts cut off clients that send
+// Serve serves e on ln until ctx is cancelled (or accepting fails), then stops
+// accepting connections, waits up to grace for requests in flight, closes what is left,
+// and returns once its accept loop has ended. The timeouts cut off clients that send
 // too slowly (a body dripped a byte at a time fails its read at t.Read, which ends the
 // handler), read too slowly, or hold idle connections.
 func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, logger *slog.Logger, grace time.Duration, t config.HTTPTimeouts) error {
@@ -200,23 +202,39 @@ func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, logger *slog.Logg
 	if l, ok := ln.(*LimitListener); ok {
 		srv.ConnState = l.ConnState // so that it can close idle connections to make room
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "addr", ln.Addr().String(), "read_header_timeout", t.ReadHeader,
 		"read_timeout", t.Read, "write_timeout", t.Write, "idle_timeout", t.Idle)
+	err := serve(ctx, srv, ln, func() error {
+		logger.Info("shutting down: no new connections, finishing requests in flight")
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close() // the grace period is over: close what is still open
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		logger.Info("http server stopped")
+	}
+	return err
+}
+
+// serve runs srv on ln until ctx is cancelled or srv.Serve fails, then stops srv with
+// stop (after a failure too: connections accepted before it are still open), and
+// returns once srv.Serve has returned: with Serve's error if it failed, else stop's.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, stop func() error) error {
+	var wg sync.WaitGroup
+	failed := make(chan error, 1)
+	wg.Go(func() { failed <- srv.Serve(ln) })
+	var err error
 	select {
-	case err := <-errc:
-		return err
+	case err = <-failed:
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down: no new connections, finishing requests in flight")
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return err
-	}
-	logger.Info("http server stopped")
-	return nil
+	err = errors.Join(err, stop())
+	wg.Wait()
+	return err
 }
 
 // Listen opens addr, naming the variable it came from in the error.

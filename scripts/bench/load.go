@@ -112,8 +112,8 @@ func (l httpLoad) conn(c int, i *int, stop *atomic.Bool, reqs *atomic.Int64, lat
 	return nil
 }
 
-// readResponse reads one HTTP/1.1 response with a Content-Length body and returns its
-// status code.
+// readResponse reads one HTTP/1.1 response, its body sized by Content-Length or sent in
+// chunks (as net/http sends an answer larger than its buffer), and returns its status.
 func readResponse(br *bufio.Reader) (int, error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
@@ -126,7 +126,7 @@ func readResponse(br *bufio.Reader) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	length := -1
+	length, chunked := -1, false
 	for {
 		line, err = br.ReadSlice('\n')
 		if err != nil {
@@ -141,12 +141,41 @@ func readResponse(br *bufio.Reader) (int, error) {
 				return 0, err
 			}
 		}
+		if bytes.EqualFold(bytes.TrimSpace(line), []byte("Transfer-Encoding: chunked")) {
+			chunked = true
+		}
+	}
+	if chunked {
+		return status, discardChunks(br)
 	}
 	if length < 0 {
-		return 0, errors.New("response without Content-Length")
+		return 0, errors.New("response without Content-Length or chunks")
 	}
 	_, err = br.Discard(length)
 	return status, err
+}
+
+// discardChunks reads a chunked body to its end: size lines in hex, each chunk followed
+// by CRLF, a zero-size chunk and an empty trailer last.
+func discardChunks(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		hex, _, _ := bytes.Cut(bytes.TrimSpace(line), []byte(";"))
+		n, err := strconv.ParseInt(string(hex), 16, 64)
+		if err != nil {
+			return fmt.Errorf("bad chunk size %q", line)
+		}
+		if n == 0 {
+			_, err = br.ReadSlice('\n') // the empty trailer
+			return err
+		}
+		if _, err := br.Discard(int(n) + 2); err != nil {
+			return err
+		}
+	}
 }
 
 func postRequest(host, path, contentType string, body []byte) []byte {

@@ -1,5 +1,7 @@
-// Package servertest checks, for tests of the services, what every service's HTTP
-// server promises whatever its routes: HEAD answered wherever GET is.
+// Package servertest checks, for tests of the services, what every service promises
+// whatever its routes: HEAD answered wherever GET is; a run that, once its context is
+// cancelled, stops and waits for every goroutine it started, and leaves process-wide
+// settings alone.
 package servertest
 
 import (
