@@ -117,6 +117,12 @@ type runScript struct {
 // test ends.
 func startRunScript(t *testing.T, env ...string) *runScript {
 	t.Helper()
+	return startRunScriptArgs(t, nil, env...)
+}
+
+// startRunScriptArgs is startRunScript with arguments for run.sh (--cluster).
+func startRunScriptArgs(t *testing.T, args []string, env ...string) *runScript {
+	t.Helper()
 	root, err := proctest.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +136,7 @@ func startRunScript(t *testing.T, env ...string) *runScript {
 	}
 	r := &runScript{t: t, log: filepath.Join(dataDir, "run.log"), dataDir: dataDir, exited: make(chan struct{}),
 		ingest: "http://" + ingestAddr, query: "http://" + queryAddr, procAddr: procAddr}
-	cmd := exec.Command("bash", "-c", `"$0" >"$1" 2>&1 & echo $!; wait $!`, filepath.Join(root, "scripts", "run.sh"), r.log)
+	cmd := exec.Command("bash", append([]string{"-c", `"$0" "${@:2}" >"$1" 2>&1 & echo $!; wait $!`, filepath.Join(root, "scripts", "run.sh"), r.log}, args...)...)
 	for _, kv := range os.Environ() {
 		// The test's own settings for the pipeline, if any, are not run.sh's.
 		switch k, _, _ := strings.Cut(kv, "="); k {
@@ -174,10 +180,8 @@ func startRunScript(t *testing.T, env ...string) *runScript {
 			<-r.exited
 		}
 		// Redis runs in a session of its own; run.sh stops it, unless run.sh failed.
-		if b, err := os.ReadFile(filepath.Join(dataDir, "data", "redis", "redis.pid")); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && isRedis(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
+		for _, pid := range redisPids(dataDir) {
+			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if t.Failed() {
 			out, _ := os.ReadFile(r.log)
@@ -362,12 +366,26 @@ func (r *runScript) processes() []proc {
 			}
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(r.dataDir, "data", "redis", "redis.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && isRedis(pid) {
-			out = append(out, proc{pid, "redis-server"})
-		}
+	for _, pid := range redisPids(r.dataDir) {
+		out = append(out, proc{pid, "redis-server"})
 	}
 	return out
+}
+
+// redisPids are the pids of the Redis servers run.sh started with its data in dataDir
+// that still run: its own, or the nodes of its cluster.
+func redisPids(dataDir string) []int {
+	files, _ := filepath.Glob(filepath.Join(dataDir, "data", "redis", "cluster-*", "redis.pid"))
+	files = append(files, filepath.Join(dataDir, "data", "redis", "redis.pid"))
+	var pids []int
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && isRedis(pid) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
 }
 
 // statFields returns the fields of /proc/pid/stat after the command name: state, ppid, ….

@@ -5,11 +5,14 @@ import (
 	"strconv"
 )
 
-// Keys names every Redis key the pipeline uses. All of them carry the same hash tag,
-// {namespace}, because the ingest and apply scripts touch the stream, the dedup markers
-// and the aggregates in one call: on Redis Cluster they must live in one slot.
+// Keys names every Redis key of one partition of the pipeline (see Layout; with one
+// partition, the default, of the whole pipeline). All of them carry the partition's hash
+// tag, {namespace} for the only partition, because the ingest and apply scripts touch
+// the stream, the dedup markers and the aggregates in one call: on Redis Cluster they
+// must live in one slot.
 type Keys struct {
-	tag string // "{namespace}"
+	tag       string // "{namespace}", or a partition's tag (see Layout)
+	partition int
 }
 
 // DefaultNamespace is the namespace used when none is configured.
@@ -24,6 +27,36 @@ func NewKeys(namespace string) Keys {
 	return Keys{tag: "{" + namespace + "}"}
 }
 
+// Partition is the number of the partition these keys name, from 0.
+func (k Keys) Partition() int { return k.partition }
+
+// CountKey is the string that records the namespace's partition count, once a process
+// with more than one partition has started on it; a namespace without it has one.
+func (l Layout) CountKey() string { return "{" + l.namespace + "}:partitions" }
+
+// PartitionTag is the hash tag (without its braces) of partition p of n in namespace:
+// the namespace itself for a single partition; otherwise namespace:p<p>of<n>:<salt>,
+// with the smallest salt that puts the tag's slot (Slot) in the middle half of
+// partition p's even share of the slots, [p·16384/n, (p+1)·16384/n). A cluster whose
+// masters hold even shares of the slots, as redis-cli --cluster create makes them, thus
+// holds n/masters partitions on each master, and no partition sits on the edge of a
+// share where a rounding of the split could move it. A namespace cannot contain ':', so
+// no tag of a partitioned layout is also a namespace's.
+func PartitionTag(namespace string, p, n int) string {
+	if n <= 1 {
+		return namespace
+	}
+	lo, hi := p*SlotCount/n, (p+1)*SlotCount/n
+	q := (hi - lo) / 4
+	base := namespace + ":p" + strconv.Itoa(p) + "of" + strconv.Itoa(n) + ":"
+	for salt := 0; ; salt++ {
+		tag := base + strconv.Itoa(salt)
+		if s := int(crc16(tag) % SlotCount); s >= lo+q && s < hi-q {
+			return tag
+		}
+	}
+}
+
 // Stream is the event stream: the source of truth every count is derived from.
 func (k Keys) Stream() string { return k.tag + ":events" }
 
@@ -33,6 +66,11 @@ func (k Keys) DeadLetter() string { return k.tag + ":deadletter" }
 
 // Marker is the key that remembers an event_id for the dedup window.
 func (k Keys) Marker(eventID string) string { return k.tag + ":seen:" + eventID }
+
+// WaitFence is a key ingest writes, with WRITE_REPLICAS, before it waits for replicas
+// after a flush that found duplicates, so that the wait also covers the first copies,
+// written by other connections (see ingest's flush).
+func (k Keys) WaitFence() string { return k.tag + ":fence" }
 
 // Generation is the pointer to the generation of aggregates that queries read and
 // processors write. A missing pointer means generation 1.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,9 @@ import (
 type ingestUnderTest struct {
 	base   string // http://127.0.0.1:port
 	keys   events.Keys
-	rdb    *redis.Client // the test's own client, for looking at the stream
+	rdb    *redis.Client         // the test's own client, for looking at the stream
+	layout events.Layout         // STREAM_PARTITIONS's, with keys its first partition
+	all    redis.UniversalClient // the test's own client, a cluster's too
 	client *http.Client
 	logs   *testlog.Buffer // the service's log
 
@@ -35,9 +38,18 @@ type ingestUnderTest struct {
 // test ends, and runWith must then return nil.
 func startIngest(t *testing.T, rs *redistest.Server, env map[string]string) *ingestUnderTest {
 	t.Helper()
+	svc := startIngestOn(t, rs.URL(), rs.Client(), env)
+	svc.rdb = rs.Client()
+	return svc
+}
+
+// startIngestOn is startIngest on the Redis (or cluster) at url, with rdb the test's
+// client of it.
+func startIngestOn(t *testing.T, url string, rdb redis.UniversalClient, env map[string]string) *ingestUnderTest {
+	t.Helper()
 	ns := redistest.Namespace(t)
 	vars := map[string]string{
-		"REDIS_URL":       rs.URL(),
+		"REDIS_URL":       url,
 		"REDIS_NAMESPACE": ns,
 	}
 	for k, v := range env {
@@ -47,10 +59,13 @@ func startIngest(t *testing.T, rs *redistest.Server, env map[string]string) *ing
 	if err != nil {
 		t.Fatal(err)
 	}
+	n, _ := strconv.Atoi(vars["STREAM_PARTITIONS"])
+	ns = vars["REDIS_NAMESPACE"]
 	svc := &ingestUnderTest{
-		base: "http://" + ln.Addr().String(),
-		keys: events.NewKeys(ns),
-		rdb:  rs.Client(),
+		base:   "http://" + ln.Addr().String(),
+		keys:   events.NewKeys(ns),
+		layout: events.NewLayout(ns, n),
+		all:    rdb,
 	}
 	svc.client = svc.newClient(0)
 	logs := &testlog.Buffer{}

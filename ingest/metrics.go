@@ -17,6 +17,7 @@ type ingestMetrics struct {
 	rejected                *prometheus.CounterVec // ingest_rejected_requests_total{reason}
 	goneWritten, goneUnconf prometheus.Counter     // ingest_client_gone_requests_total{result}
 	lateWritten, lateUnconf prometheus.Counter     // ingest_late_writes_total{result}
+	unacked                 *prometheus.CounterVec // ingest_unacknowledged_writes_total{reason}
 	flushEvents             prometheus.Histogram   // ingest_flush_events
 	writeErrors             prometheus.Counter     // redis_errors_total{op="write"}
 	checkErrors             prometheus.Counter     // redis_errors_total{op="backpressure"}
@@ -56,6 +57,12 @@ func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
 		Name: "ingest_late_writes_total",
 		Help: "Requests answered 503 because Redis had not replied in time while it held their write, by what Redis then replied: written (in the stream despite the 503), or unconfirmed (an error or still no reply: it may have been written).",
 	}, []string{"result"})
+	unacked := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ingest_unacknowledged_writes_total",
+		Help: "Requests answered 503 with some of their events in the stream (counted in ingest_events_total): replicas (the master holds them, but fewer than WRITE_REPLICAS replicas confirmed them in time) or partial (some of their partitions were written, another failed).",
+	}, []string{"reason"})
+	unacked.WithLabelValues("replicas")
+	unacked.WithLabelValues("partial")
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ingest_rejected_requests_total",
 		Help: "Requests to the event endpoints answered with an error (nothing written), by reason.",
@@ -69,7 +76,7 @@ func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
 		Help:    "Events per write to Redis (one round trip shared by the requests waiting).",
 		Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 … 65536
 	})
-	reg.MustRegister(results, rejected, gone, late, flush)
+	reg.MustRegister(results, rejected, gone, late, unacked, flush)
 	redisErrors := metrics.RedisErrors(reg, "write", "backpressure")
 	return &ingestMetrics{
 		accepted:    results.WithLabelValues("accepted"),
@@ -79,6 +86,7 @@ func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
 		goneUnconf:  gone.WithLabelValues("unconfirmed"),
 		lateWritten: late.WithLabelValues("written"),
 		lateUnconf:  late.WithLabelValues("unconfirmed"),
+		unacked:     unacked,
 		flushEvents: flush,
 		writeErrors: redisErrors.WithLabelValues("write"),
 		checkErrors: redisErrors.WithLabelValues("backpressure"),

@@ -11,16 +11,19 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
 	"github.com/clickstream/pipeline/internal/metrics"
+	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/clickstream/pipeline/internal/server"
-	"github.com/redis/go-redis/v9"
 )
 
 // Config is ingest's configuration, read from the environment.
 type Config struct {
 	Addr         string        // INGEST_ADDR
 	Namespace    string        // REDIS_NAMESPACE
+	Partitions   int           // STREAM_PARTITIONS
+	Replicas     int           // WRITE_REPLICAS: replicas that confirm a write (WAIT) before its 202
 	RedisTimeout time.Duration // REDIS_TIMEOUT: bound on one write to Redis
 	DedupWindow  time.Duration // DEDUP_WINDOW: how long an event_id is remembered
 	MaxBodyBytes int64         // MAX_BODY_BYTES
@@ -45,6 +48,8 @@ func readConfig(r *config.Reader) Config {
 	return Config{
 		Addr:         r.Addr("INGEST_ADDR", ":8080"),
 		Namespace:    r.Namespace(),
+		Partitions:   r.Partitions(),
+		Replicas:     r.Int("WRITE_REPLICAS", 0, 0, 100),
 		RedisTimeout: r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
 		DedupWindow:  r.Duration("DEDUP_WINDOW", 24*time.Hour, time.Second),
 		MaxBodyBytes: int64(r.Int("MAX_BODY_BYTES", 1<<20, 64, 64<<20)),
@@ -95,7 +100,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	ropt.PoolSize = cfg.Flushers + 4
 	logger.Info("ingest starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
-		"namespace", cfg.Namespace, "redis_timeout", cfg.RedisTimeout, "dedup_window", cfg.DedupWindow,
+		"namespace", cfg.Namespace, "partitions", cfg.Partitions, "write_replicas", cfg.Replicas, "redis_timeout", cfg.RedisTimeout, "dedup_window", cfg.DedupWindow,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_events", cfg.MaxEvents, "flushers", cfg.Flushers,
 		"max_inflight_bytes", cfg.MaxInflightBytes, "max_connections", cfg.MaxConnections,
 		"keys", len(cfg.Keys), "max_lag", cfg.MaxLag, "max_redis_memory", cfg.MaxRedisMemory,
@@ -104,7 +109,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		logger.Warn("INGEST_KEYS is not set: the ingest API is open to anyone")
 	}
 
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
 	// Every goroutine started here is waited for before the client is closed.
 	var wg sync.WaitGroup
@@ -116,7 +121,10 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := eviction.AtStart(ctx); err != nil {
 		return err
 	}
-	keys := events.NewKeys(cfg.Namespace)
+	layout := events.NewLayout(cfg.Namespace, cfg.Partitions)
+	if err := partitions.CheckAtStart(ctx, rdb, layout, cfg.RedisTimeout, logger); err != nil {
+		return err
+	}
 	reg := metrics.NewRegistry()
 	m := newIngestMetrics(reg)
 
@@ -133,11 +141,11 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	// their events written and their answer.
 	wctx, stopWriter := context.WithCancel(context.Background())
 	defer stopWriter()
-	w := NewWriter(rdb, keys, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, m, logger)
+	w := NewWriter(rdb, layout, cfg.Replicas, cfg.DedupWindow, cfg.RedisTimeout, cfg.Flushers, cfg.FlushEvents, m, logger)
 	if err := w.Ping(ctx); err != nil {
 		logger.Warn("redis not reachable at start; will answer 503 until it is", "err", err)
 	}
-	bp := newBackpressure(rdb, keys, eviction, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
+	bp := newBackpressure(rdb, layout, eviction, cfg.MaxLag, cfg.MaxRedisMemory, cfg.RedisTimeout, m.checkErrors, logger)
 	bp.refresh(ctx) // so that an ingest started behind does not accept a first burst
 	wg.Go(func() { w.Run(wctx) })
 	wg.Go(func() { bp.run(wctx, cfg.BackpressureInterval) })

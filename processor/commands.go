@@ -6,9 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
+	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/clickstream/pipeline/internal/rebuild"
 	"github.com/clickstream/pipeline/internal/recount"
 	"github.com/clickstream/pipeline/internal/server"
@@ -39,20 +42,32 @@ func runRebuild(ctx context.Context, args []string, getenv func(string) string, 
 	ropt.ReadTimeout = cfg.RedisTimeout
 	ropt.WriteTimeout = cfg.RedisTimeout
 	ropt.DialTimeout = cfg.RedisTimeout
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
-	keys := events.NewKeys(cfg.Namespace)
-	logger = logger.With("stream", keys.Stream())
-	b := rebuild.New(rdb, keys, rebuild.Config{Batch: cfg.Batch, RedisTimeout: cfg.RedisTimeout, LockTTL: cfg.LockTTL,
-		StatsRetention: cfg.StatsRetention}, stdout, logger)
+	layout := events.NewLayout(cfg.Namespace, cfg.Partitions)
+	if err := checkPartitions(ctx, rdb, layout, cfg.RedisTimeout); err != nil {
+		return err
+	}
+	if layout.Count() == 1 {
+		logger = logger.With("stream", layout.Partition(0).Stream())
+	}
+	rcfg := rebuild.Config{Batch: cfg.Batch, RedisTimeout: cfg.RedisTimeout, LockTTL: cfg.LockTTL, StatsRetention: cfg.StatsRetention}
 	if *cancelFlag {
-		return b.Cancel(ctx)
+		return rebuild.CancelAll(ctx, rdb, layout, rcfg, stdout, logger)
 	}
 	// A rebuild writes a whole generation of counts: not into a Redis that may evict them.
 	if err := server.NewEviction(rdb, cfg.AllowEviction, logger).AtStart(ctx); err != nil {
 		return err
 	}
-	return b.Run(ctx)
+	return rebuild.RunAll(ctx, rdb, layout, rcfg, stdout, logger)
+}
+
+// checkPartitions makes sure the admin commands use the partition count the events
+// were written with (see partitions.Check). They need Redis anyway: it must answer.
+func checkPartitions(ctx context.Context, rdb redis.UniversalClient, l events.Layout, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return partitions.Check(ctx, rdb, l)
 }
 
 // runRecount is `processor recount` (see internal/recount).
@@ -108,7 +123,11 @@ func runRecount(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	ropt.ReadTimeout = cfg.RedisTimeout
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
-	return recount.Run(ctx, rdb, events.NewKeys(cfg.Namespace), q, cfg.RedisTimeout, stdout)
+	layout := events.NewLayout(cfg.Namespace, cfg.Partitions)
+	if err := checkPartitions(ctx, rdb, layout, cfg.RedisTimeout); err != nil {
+		return err
+	}
+	return recount.RunLayout(ctx, rdb, layout, q, cfg.RedisTimeout, stdout)
 }

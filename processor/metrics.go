@@ -40,10 +40,11 @@ func newConsumerMetrics(reg prometheus.Registerer, redisErrors *prometheus.Count
 	return m
 }
 
-// exposeCounts registers c's counts of entries on reg.
-func (c *Consumer) exposeCounts(reg prometheus.Registerer) {
+// exposeCounts registers c's counts of entries on reg, with labels (nil, or the
+// partition's) as constant labels.
+func (c *Consumer) exposeCounts(reg prometheus.Registerer, labels prometheus.Labels) {
 	counter := func(name, help string, load func() int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return float64(load()) })
 	}
 	reg.MustRegister(

@@ -11,17 +11,18 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
-	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/metrics"
+	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/clickstream/pipeline/internal/server"
-	"github.com/redis/go-redis/v9"
 )
 
 // Config is the processor's configuration, read from the environment.
 type Config struct {
 	Addr             string        // PROCESSOR_ADDR: health and metrics endpoints
 	Namespace        string        // REDIS_NAMESPACE
+	Partitions       int           // STREAM_PARTITIONS
 	Consumer         string        // CONSUMER_NAME: unique within the group
 	Batch            int           // BATCH_SIZE: entries per read and per apply
 	ApplyConcurrency int           // APPLY_CONCURRENCY: batches applied at once
@@ -42,6 +43,7 @@ func readConfig(r *config.Reader) Config {
 	cfg := Config{
 		Addr:             r.Addr("PROCESSOR_ADDR", ":8082"),
 		Namespace:        r.Namespace(),
+		Partitions:       r.Partitions(),
 		Consumer:         r.String("CONSUMER_NAME", defaultConsumerName()),
 		Batch:            r.Int("BATCH_SIZE", 3000, 1, 100_000),
 		ApplyConcurrency: r.Int("APPLY_CONCURRENCY", 2, 1, 16),
@@ -112,20 +114,23 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger = logger.With("consumer", cfg.Consumer)
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	debugCtx, stopDebug := context.WithCancel(context.Background())
 	defer stopDebug()
 	wg.Go(func() { server.ServeDebug(debugCtx, debugAddr, logger) })
-	keys := events.NewKeys(cfg.Namespace)
+	layout := events.NewLayout(cfg.Namespace, cfg.Partitions)
 	logger.Info("processor starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)),
-		"stream", keys.Stream(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
+		"stream", layout.Partition(0).Stream(), "partitions", layout.Count(), "batch", cfg.Batch, "apply_concurrency", cfg.ApplyConcurrency,
 		"claim_min_idle", cfg.ClaimMinIdle, "consumer_expiry", cfg.ConsumerExpiry, "stream_retention", cfg.Retention,
 		"allow_eviction", cfg.AllowEviction, "stats_retention", cfg.StatsRetention)
 	eviction := server.NewEviction(rdb, cfg.AllowEviction, logger)
 	if err := eviction.AtStart(ctx); err != nil {
+		return err
+	}
+	if err := partitions.CheckAtStart(ctx, rdb, layout, cfg.RedisTimeout, logger); err != nil {
 		return err
 	}
 
@@ -144,7 +149,7 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	// gauges read on a scrape.
 	reg := metrics.NewRegistry()
 	redisErrors := metrics.RedisErrors(reg, "read", "apply", "claim", "reap", "stats")
-	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
+	reg.MustRegister(metrics.NewLayoutStats(rdb, layout, cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	metrics.Instrument(e, reg, logger)
 	var httpErr error
 	httpDone := make(chan struct{})
@@ -158,48 +163,25 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 		err = errors.Join(err, httpErr)
 	}()
 
-	// Wait for Redis and the current generation's group; a processor started before
-	// Redis just waits.
-	var gen events.GenKeys
-	for {
-		gctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
-		var err error
-		gen, err = generations.EnsureGroup(gctx, rdb, keys)
-		cancel()
-		if err == nil {
-			break
-		}
-		logger.Warn("cannot create consumer group yet; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-httpDone:
-			logger.Error("http server failed; stopping", "err", httpErr)
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
-	dead, err := NewDeadLetters(rdb, keys.Stream(), keys.DeadLetter(), logger)
+	// Wait for Redis and the current generation's group of every partition; a processor
+	// started before Redis just waits.
+	work, err := joinPartitions(ctx, httpDone, rdb, layout, cfg, reg, redisErrors, logger)
 	if err != nil {
 		return err
 	}
-	c := NewConsumer(rdb, keys, gen, cfg.Consumer, cfg, dead, newConsumerMetrics(reg, redisErrors), logger)
-	c.exposeCounts(reg)
-	logger.Info("consuming", "generation", gen.Number, "group", gen.Group())
+	if work == nil {
+		if ctx.Err() == nil {
+			logger.Error("http server failed; stopping", "err", httpErr)
+		}
+		return nil
+	}
 
 	// The loops' context is not ctx: a signal stops them in order, below.
 	loops, stopLoops := context.WithCancel(context.Background())
 	defer stopLoops()
-	stop := loops.Done()
 	var lwg sync.WaitGroup
 	var runErr error
-	lwg.Go(func() { runErr = c.Run(stop) })
-	lwg.Go(func() { c.Claim(stop) })
-	lwg.Go(func() { c.Reap(stop) })
-	if cfg.Retention > 0 {
-		ret := &Retention{rdb: rdb, keys: keys, cfg: cfg, holder: cfg.Consumer, logger: logger.With("stream", keys.Stream())}
-		lwg.Go(func() { ret.Run(loops) })
-	}
+	lwg.Go(func() { runErr = runPartitions(loops, work) })
 	select {
 	case <-ctx.Done():
 		logger.Info("stopping: no new reads; finishing the batch in flight")
@@ -208,7 +190,8 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 	stopLoops()
 	lwg.Wait()
-	logger.Info("processor stopped", "applied", c.applied.Load(), "skipped_redelivered", c.skipped.Load(),
-		"dead_lettered", c.deadLets.Load(), "dropped_after_switch", c.dropped.Load())
+	applied, skipped, deadLets, dropped := counts(work)
+	logger.Info("processor stopped", "applied", applied, "skipped_redelivered", skipped,
+		"dead_lettered", deadLets, "dropped_after_switch", dropped)
 	return runErr
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/clickstream/pipeline/internal/aggregate"
 	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
+	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,8 +22,8 @@ import (
 type handler struct {
 	rdb         redis.UniversalClient
 	reader      *totalsReader
-	keys        events.Keys
-	gens        *generations.Follower
+	layout      events.Layout
+	parts       *partitions.Reader // reads the current generation of each partition
 	timeout     time.Duration
 	redisErrors prometheus.Counter // failed round trips of the handlers that call Redis themselves
 	retention   events.Retention   // STATS_RETENTION_*: which buckets still exist
@@ -143,42 +144,42 @@ func (h *handler) topProducts(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// top reads the ranking of the current generation, with the pointer in the same
-// MULTI/EXEC (see generations.Follower).
+// top reads the all-time ranking of the current generation(s): the limit products
+// with the most clicks, most first, ties by id as ZREVRANGE orders them (descending).
 func (h *handler) top(ctx context.Context, limit int64) ([]redis.Z, error) {
-	gen := h.gens.Load()
-	for redo := 0; ; redo++ {
-		pipe := h.rdb.TxPipeline()
-		ptr := h.gens.QueuePointer(ctx, pipe)
-		zs := pipe.ZRevRangeWithScores(ctx, gen.TopProducts(), 0, limit-1)
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if h.layout.Count() == 1 {
+		var zs *redis.ZSliceCmd
+		err := h.parts.Read(ctx, []int{0}, func(pipe redis.Pipeliner, _ events.Keys, gen events.GenKeys) {
+			zs = pipe.ZRevRangeWithScores(ctx, gen.TopProducts(), 0, limit-1)
+		})
+		if err != nil {
 			h.redisErrors.Inc()
 			return nil, err
 		}
-		if err := zs.Err(); err != nil {
-			return nil, err
-		}
-		next, moved, err := h.gens.Check(gen, ptr.Val())
-		if err != nil || !moved {
-			return zs.Val(), err
-		}
-		if redo == generations.MaxRedo {
-			return nil, generations.ErrPointerMoving
-		}
-		gen = next
+		return zs.Result()
 	}
+	zs, err := topAcross(ctx, h.parts, limit)
+	if err != nil {
+		h.redisErrors.Inc()
+	}
+	return zs, err
 }
 
-// Pipeline is the state of the stream and its consumer groups.
+// Pipeline is the state of the stream and its consumer groups. With several
+// partitions, the top level adds them up (length, dead letters), names the streams
+// by a pattern, and lists every partition's groups, each with its stream and
+// partition; Partitions has each partition's own state. With one partition those
+// fields are absent, and the answer is what it always was.
 type Pipeline struct {
 	Stream     string      `json:"stream"`
 	Length     int64       `json:"length"`
 	LastID     string      `json:"last_id"`
-	Generation int64       `json:"generation"`
+	Generation int64       `json:"generation"` // with several partitions, the lowest current one
 	Groups     []Group     `json:"groups"`
 	DeadLetter DeadLetters `json:"dead_letter"`
+	Partitions []Partition `json:"partitions,omitempty"`
 
-	entriesAdded int64 // entries ever added to the stream, for the live events/s
+	entriesAdded int64 // entries ever added to the stream (every partition's), for the live events/s
 }
 
 // Group is one consumer group. Lag is the number of entries not yet delivered to the
@@ -186,10 +187,23 @@ type Pipeline struct {
 // (applied).
 type Group struct {
 	Name            string `json:"name"`
+	Stream          string `json:"stream,omitempty"`    // with several partitions
+	Partition       *int   `json:"partition,omitempty"` // with several partitions
 	Pending         int64  `json:"pending"`
 	Lag             int64  `json:"lag"`
 	Consumers       int64  `json:"consumers"`
 	LastDeliveredID string `json:"last_delivered_id"`
+}
+
+// Partition is the state of one partition's stream.
+type Partition struct {
+	Partition  int         `json:"partition"`
+	Stream     string      `json:"stream"`
+	Length     int64       `json:"length"`
+	LastID     string      `json:"last_id"`
+	Generation int64       `json:"generation"`
+	Lag        int64       `json:"lag"` // of its current generation's group; -1 when unknown
+	DeadLetter DeadLetters `json:"dead_letter"`
 }
 
 // DeadLetters is the dead-letter stream's name and length.
@@ -210,38 +224,77 @@ func (h *handler) pipeline(c echo.Context) error {
 	return c.JSON(http.StatusOK, p)
 }
 
-// queuePipeline queues the reads of the pipeline's state on pipe; the function it
-// returns takes the error of pipe's Exec and builds the answer.
+// queuePipeline queues the reads of the pipeline's state, every partition's, on pipe;
+// the function it returns takes the error of pipe's Exec and builds the answer.
 func (h *handler) queuePipeline(ctx context.Context, pipe redis.Pipeliner) func(cmds []redis.Cmder, err error) (Pipeline, error) {
-	stream := h.keys.Stream()
-	info := lag.Queue(ctx, pipe, stream)
-	dlen := pipe.XLen(ctx, h.keys.DeadLetter())
-	ptr := pipe.Get(ctx, h.keys.Generation())
+	parts := h.layout.Partitions()
+	infos := make([]*lag.Cmds, len(parts))
+	dlens := make([]*redis.IntCmd, len(parts))
+	ptrs := make([]*redis.StringCmd, len(parts))
+	for i, k := range parts {
+		infos[i] = lag.Queue(ctx, pipe, k.Stream())
+		dlens[i] = pipe.XLen(ctx, k.DeadLetter())
+		ptrs[i] = pipe.Get(ctx, k.Generation())
+	}
 	return func(_ []redis.Cmder, err error) (Pipeline, error) {
-		p := Pipeline{Stream: stream, Groups: []Group{}, DeadLetter: DeadLetters{Stream: h.keys.DeadLetter()}}
+		var p Pipeline
 		// Exec returns the first failed command's error; before the first event XINFO's
 		// "no such key" and, with no pointer, GET's nil are not failures.
 		if err != nil && !generations.IsNoStream(err) && !errors.Is(err, redis.Nil) {
 			h.redisErrors.Inc()
 			return p, err
 		}
-		s, groups, err := info.Result()
-		if err != nil {
-			h.redisErrors.Inc()
-			return p, err
+		for i, k := range parts {
+			s, groups, err := infos[i].Result()
+			if err != nil {
+				h.redisErrors.Inc()
+				return Pipeline{}, err
+			}
+			gen, err := generations.Current(ptrs[i])
+			if err != nil {
+				return Pipeline{}, err
+			}
+			part := Partition{Partition: i, Stream: k.Stream(), Length: s.Length, LastID: s.LastID, Generation: gen, Lag: 0,
+				DeadLetter: DeadLetters{Stream: k.DeadLetter(), Length: dlens[i].Val()}}
+			for _, g := range groups {
+				grp := Group{Name: g.Name, Pending: g.Pending, Lag: lag.Of(s, g), Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID}
+				if len(parts) > 1 {
+					grp.Stream, grp.Partition = k.Stream(), &part.Partition
+				}
+				if g.Name == k.Gen(gen).Group() {
+					part.Lag = grp.Lag
+				}
+				p.Groups = append(p.Groups, grp)
+			}
+			p.Partitions = append(p.Partitions, part)
+			p.entriesAdded += s.EntriesAdded
 		}
-		gen, err := generations.Current(ptr)
-		if err != nil {
-			return p, err
+		if len(parts) == 1 {
+			only := p.Partitions[0]
+			p = Pipeline{Stream: only.Stream, Length: only.Length, LastID: only.LastID, Generation: only.Generation,
+				Groups: p.Groups, DeadLetter: only.DeadLetter, entriesAdded: p.entriesAdded}
+		} else {
+			p.Stream = "{" + partitionPattern(h.layout) + "}:events"
+			p.DeadLetter.Stream = "{" + partitionPattern(h.layout) + "}:deadletter"
+			for _, part := range p.Partitions {
+				p.Length += part.Length
+				p.DeadLetter.Length += part.DeadLetter.Length
+				if p.Generation == 0 || part.Generation < p.Generation {
+					p.Generation = part.Generation
+				}
+				if part.LastID != "" && (p.LastID == "" || events.CompareIDs(part.LastID, p.LastID) > 0) {
+					p.LastID = part.LastID
+				}
+			}
 		}
-		p.Generation = gen
-		p.Length, p.LastID = s.Length, s.LastID
-		p.entriesAdded = s.EntriesAdded
-		for _, g := range groups {
-			p.Groups = append(p.Groups, Group{Name: g.Name, Pending: g.Pending, Lag: lag.Of(s, g),
-				Consumers: g.Consumers, LastDeliveredID: g.LastDeliveredID})
+		if p.Groups == nil {
+			p.Groups = []Group{}
 		}
-		p.DeadLetter.Length = dlen.Val()
 		return p, nil
 	}
+}
+
+// partitionPattern is a glob of every partition's tag, for /v1/pipeline's top level.
+func partitionPattern(l events.Layout) string {
+	return l.Namespace() + ":p*of" + strconv.Itoa(l.Count()) + ":*"
 }

@@ -82,8 +82,9 @@ type LiveRebuild struct {
 	Applied    int64  `json:"applied"`     // entries replayed so far
 }
 
-// liveSnapshot reads one snapshot at now: the statistics in one MULTI/EXEC with the
-// generation pointer, and the stream, its groups and the rebuild in one pipeline.
+// liveSnapshot reads one snapshot at now: the statistics with the generation pointers
+// (one MULTI/EXEC on a single Redis, see atGeneration), and the streams, their groups
+// and the rebuilds in one pipeline; with several partitions, summed over them.
 func (h *handler) liveSnapshot(ctx context.Context, now time.Time) (*LiveSnapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
@@ -96,26 +97,31 @@ func (h *handler) liveSnapshot(ctx context.Context, now time.Time) (*LiveSnapsho
 		read *summaryRead
 	}
 	var ranges, current []*tiled
+	n := h.layout.Count()
 	for name, d := range namedRanges {
-		ranges = append(ranges, &tiled{name: name, tl: events.Tile(end-d.Milliseconds(), end, live)})
+		tl := events.Tile(end-d.Milliseconds(), end, live)
+		ranges = append(ranges, &tiled{name: name, tl: tl, read: newSummaryRead(tl, n)})
 	}
 	for _, res := range events.Resolutions {
-		b := events.Bucket{Res: res, Start: res.Start(nowMs)}
-		current = append(current, &tiled{name: res.String(), tl: oneBucket(b)})
+		tl := oneBucket(events.Bucket{Res: res, Start: res.Start(nowMs)})
+		current = append(current, &tiled{name: res.String(), tl: tl, read: newSummaryRead(tl, n)})
 	}
 	since := strconv.FormatInt(now.Add(-liveActiveWindow).UnixMilli(), 10)
-	var active *redis.IntCmd
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
+	active := make([]*redis.IntCmd, n)
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
 		for _, t := range append(ranges, current...) {
-			t.read = queueSummary(ctx, pipe, gen, t.tl)
+			t.read.queue(ctx, pipe, k, gen)
 		}
-		active = pipe.ZCount(ctx, gen.Active(), since, "+inf")
+		active[k.Partition()] = pipe.ZCount(ctx, gen.Active(), since, "+inf")
 	})
 	if err != nil {
 		return nil, err
 	}
 	snap := &LiveSnapshot{Time: nowMs, Ranges: map[string]Summary{}, Current: map[string]Summary{},
-		ActiveUsers: active.Val(), ActiveWindowSeconds: int64(liveActiveWindow / time.Second)}
+		ActiveWindowSeconds: int64(liveActiveWindow / time.Second)}
+	for _, a := range active { // the partitions' users are disjoint
+		snap.ActiveUsers += a.Val()
+	}
 	for _, set := range []struct {
 		ts  []*tiled
 		dst map[string]Summary
@@ -129,17 +135,45 @@ func (h *handler) liveSnapshot(ctx context.Context, now time.Time) (*LiveSnapsho
 
 	pipe := h.rdb.Pipeline()
 	readPipeline := h.queuePipeline(ctx, pipe)
-	state := pipe.HMGet(ctx, h.keys.RebuildState(), events.RebuildFieldState, events.RebuildFieldTarget, events.RebuildFieldApplied)
-	lock := pipe.Exists(ctx, h.keys.RebuildLock())
+	parts := h.layout.Partitions()
+	states := make([]*redis.SliceCmd, len(parts))
+	locks := make([]*redis.IntCmd, len(parts))
+	for i, k := range parts {
+		states[i] = pipe.HMGet(ctx, k.RebuildState(), events.RebuildFieldState, events.RebuildFieldTarget, events.RebuildFieldApplied)
+		locks[i] = pipe.Exists(ctx, k.RebuildLock())
+	}
 	if snap.Pipeline, err = readPipeline(pipe.Exec(ctx)); err != nil {
 		return nil, err
 	}
-	for _, cmd := range []redis.Cmder{state, lock} {
-		if err := cmd.Err(); err != nil {
+	// With several partitions, each rebuilds on its own: the state is the least advanced
+	// (as /v1/rebuild's over all partitions), the generation the highest any builds,
+	// applied the sum, and in progress while any partition is.
+	var rb LiveRebuild
+	for i := range parts {
+		prb, err := liveRebuild(states[i], locks[i], snap.Pipeline.Generation)
+		if err != nil {
 			return nil, err
 		}
+		if i == 0 || rebuildRank[prb.State] < rebuildRank[rb.State] {
+			rb.State = prb.State
+		}
+		rb.Generation = max(rb.Generation, prb.Generation)
+		rb.Applied += prb.Applied
+		rb.InProgress = rb.InProgress || prb.InProgress
 	}
-	rb := LiveRebuild{State: "idle", Generation: snap.Pipeline.Generation}
+	snap.Rebuild = rb
+	return snap, nil
+}
+
+// liveRebuild reads one partition's rebuild from its state hash and lock; gen is the
+// generation of a partition no rebuild ever ran in.
+func liveRebuild(state *redis.SliceCmd, lock *redis.IntCmd, gen int64) (LiveRebuild, error) {
+	for _, cmd := range []redis.Cmder{state, lock} {
+		if err := cmd.Err(); err != nil {
+			return LiveRebuild{}, err
+		}
+	}
+	rb := LiveRebuild{State: "idle", Generation: gen}
 	if s, _ := state.Val()[0].(string); s != "" {
 		rb.State = s
 		rb.Generation = intField(state.Val()[1])
@@ -150,8 +184,7 @@ func (h *handler) liveSnapshot(ctx context.Context, now time.Time) (*LiveSnapsho
 		// Without its lock the rebuild's process is gone: /v1/rebuild says how to go on.
 		rb.InProgress = lock.Val() == 1
 	}
-	snap.Rebuild = rb
-	return snap, nil
+	return rb, nil
 }
 
 // oneBucket is the tiling of exactly bucket b.

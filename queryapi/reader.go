@@ -8,7 +8,7 @@ import (
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/aggregate"
-	"github.com/clickstream/pipeline/internal/generations"
+	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -19,11 +19,12 @@ import (
 // calls on both sides) into a few large ones; with one request at a time it costs one
 // round trip, as a direct call would.
 //
-// The pipeline is a MULTI/EXEC that also reads the generation pointer, so that every
-// answer in it comes from the generation that was current (see generations.Follower).
+// The pipeline also reads the generation pointer of every partition it reads, so that
+// every answer in it comes from the generation that was current (see
+// partitions.Reader). A user's totals are in the user's partition; a product's are
+// partial sums in every partition, added up here.
 type totalsReader struct {
-	rdb     redis.UniversalClient
-	gens    *generations.Follower
+	parts   *partitions.Reader
 	timeout time.Duration
 	queue   chan *readReq
 	errors  prometheus.Counter // failed round trips
@@ -43,14 +44,6 @@ type readReq struct {
 	done chan readResult
 }
 
-// key is the request's hash in generation gen.
-func (r *readReq) key(gen events.GenKeys) string {
-	if r.kind == productEntity {
-		return gen.Product(r.id)
-	}
-	return gen.User(r.id)
-}
-
 type readResult struct {
 	t   aggregate.Totals
 	err error
@@ -59,8 +52,8 @@ type readResult struct {
 // maxReadBatch bounds one pipeline.
 const maxReadBatch = 256
 
-func newTotalsReader(rdb redis.UniversalClient, gens *generations.Follower, timeout time.Duration, failures prometheus.Counter) *totalsReader {
-	return &totalsReader{rdb: rdb, gens: gens, timeout: timeout, queue: make(chan *readReq, 1024), errors: failures}
+func newTotalsReader(parts *partitions.Reader, timeout time.Duration, failures prometheus.Counter) *totalsReader {
+	return &totalsReader{parts: parts, timeout: timeout, queue: make(chan *readReq, 1024), errors: failures}
 }
 
 // Run runs loops loops until ctx is cancelled, and returns once each has finished its
@@ -94,8 +87,6 @@ func (r *totalsReader) Totals(ctx context.Context, kind entity, id string) (aggr
 
 func (r *totalsReader) loop(ctx context.Context) {
 	batch := make([]*readReq, 0, maxReadBatch)
-	cmds := make([]*redis.SliceCmd, 0, maxReadBatch)
-	scores := make([]*redis.FloatCmd, 0, maxReadBatch)
 	for {
 		select {
 		case req := <-r.queue:
@@ -119,63 +110,102 @@ func (r *totalsReader) loop(ctx context.Context) {
 				break gather
 			}
 		}
-		var err error
-		cmds, scores, err = r.read(batch, cmds, scores)
+		cmds, err := r.read(batch)
 		for i, req := range batch {
 			// A failed round trip fails every request; a failed command only its own.
+			var t aggregate.Totals
 			reqErr := err
-			if reqErr == nil {
-				reqErr = cmds[i].Err()
+			for p := 0; reqErr == nil && p < len(cmds[i].hm); p++ {
+				if cmds[i].hm[p] == nil {
+					continue
+				}
+				if reqErr = cmds[i].hm[p].Err(); reqErr != nil {
+					break
+				}
+				pt := aggregate.ParseTotals(cmds[i].hm[p].Val())
+				if req.kind == productEntity {
+					// A product's clicks live in the ranking only (see events.GenKeys.Product).
+					score, serr := cmds[i].score[p].Result()
+					if serr != nil && !errors.Is(serr, redis.Nil) {
+						reqErr = serr
+						break
+					}
+					pt.Clicks = int64(score)
+				}
+				t.Clicks += pt.Clicks
+				t.PageViews += pt.PageViews
+				t.DwellMs += pt.DwellMs
+				t.DwellCount += pt.DwellCount
 			}
 			if reqErr != nil {
 				req.done <- readResult{err: reqErr}
 				continue
-			}
-			t := aggregate.ParseTotals(cmds[i].Val())
-			if req.kind == productEntity {
-				// A product's clicks live in the ranking only (see events.GenKeys.Product).
-				score, serr := scores[i].Result()
-				if serr != nil && !errors.Is(serr, redis.Nil) {
-					req.done <- readResult{err: serr}
-					continue
-				}
-				t.Clicks = int64(score)
 			}
 			req.done <- readResult{t: t}
 		}
 	}
 }
 
-// read sends the batch's HMGETs (and, for products, the ZSCOREs of their clicks), with
-// the generation pointer, in one MULTI/EXEC, and does it again if the pointer had moved
-// since the last read. scores[i] is nil for a user's request.
-func (r *totalsReader) read(batch []*readReq, cmds []*redis.SliceCmd, scores []*redis.FloatCmd) ([]*redis.SliceCmd, []*redis.FloatCmd, error) {
-	gen := r.gens.Load()
-	for redo := 0; ; redo++ {
-		cctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-		pipe := r.rdb.TxPipeline()
-		ptr := r.gens.QueuePointer(cctx, pipe)
-		cmds, scores = cmds[:0], scores[:0]
-		for _, req := range batch {
-			cmds = append(cmds, pipe.HMGet(cctx, req.key(gen), aggregate.Fields...))
-			var score *redis.FloatCmd
-			if req.kind == productEntity {
-				score = pipe.ZScore(cctx, gen.TopProducts(), req.id)
-			}
-			scores = append(scores, score)
-		}
-		_, err := pipe.Exec(cctx)
-		cancel()
-		if err != nil && !errors.Is(err, redis.Nil) { // Nil: the pointer is unset
-			r.errors.Inc()
-			return cmds, scores, err
-		}
-		var moved bool
-		if gen, moved, err = r.gens.Check(gen, ptr.Val()); err != nil || !moved {
-			return cmds, scores, err
-		}
-		if redo == generations.MaxRedo {
-			return cmds, scores, generations.ErrPointerMoving
+// reqCmds are one request's commands, per partition: the hash's HMGET, and for a
+// product the ZSCORE of its clicks; nil for a partition the request does not read.
+type reqCmds struct {
+	hm    []*redis.SliceCmd
+	score []*redis.FloatCmd
+}
+
+// read sends the batch's HMGETs (and, for products, the ZSCOREs of their clicks) with
+// the generation pointers of the partitions they read, in one round trip per node, and
+// does it again if a pointer had moved since the last read. A user is read in its
+// partition, a product in every one.
+func (r *totalsReader) read(batch []*readReq) ([]reqCmds, error) {
+	l := r.parts.Layout()
+	n := l.Count()
+	cmds := make([]reqCmds, len(batch))
+	for i, req := range batch {
+		cmds[i].hm = make([]*redis.SliceCmd, n)
+		if req.kind == productEntity {
+			cmds[i].score = make([]*redis.FloatCmd, n)
 		}
 	}
+	ps := needed(l, batch)
+	cctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	err := r.parts.Read(cctx, ps, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+		p := k.Partition()
+		for i, req := range batch {
+			switch {
+			case req.kind == productEntity:
+				cmds[i].hm[p] = pipe.HMGet(cctx, gen.Product(req.id), aggregate.Fields...)
+				cmds[i].score[p] = pipe.ZScore(cctx, gen.TopProducts(), req.id)
+			case n == 1 || l.PartitionOf(req.id) == p:
+				cmds[i].hm[p] = pipe.HMGet(cctx, gen.User(req.id), aggregate.Fields...)
+			}
+		}
+	})
+	if err != nil {
+		r.errors.Inc()
+	}
+	return cmds, err
+}
+
+// needed lists the partitions the batch's requests read: every one if there is a
+// product among them, otherwise its users'.
+func needed(l events.Layout, batch []*readReq) []int {
+	in := make([]bool, l.Count())
+	for _, req := range batch {
+		if req.kind == productEntity {
+			for p := range in {
+				in[p] = true
+			}
+			break
+		}
+		in[l.PartitionOf(req.id)] = true
+	}
+	var ps []int
+	for p, ok := range in {
+		if ok {
+			ps = append(ps, p)
+		}
+	}
+	return ps
 }

@@ -75,17 +75,22 @@ func (h *handler) readDaily(ctx context.Context, day time.Time, now int64) (Dail
 	r := DailyReport{Date: day.Format(time.DateOnly), From: from, To: to, Hourly: make([]*Summary, 24)}
 	live := h.liveGlobal(now)
 	dayTiles := events.Tile(from, to, live)
-	var whole *summaryRead
+	n := h.layout.Count()
+	whole := newSummaryRead(dayTiles, n)
 	hours := make([]*summaryRead, 24)
+	for i := range hours {
+		b := events.Bucket{Res: events.Hour, Start: from + int64(i)*events.Hour.Millis()}
+		if live(b) {
+			hours[i] = newSummaryRead(oneBucket(b), n)
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
-	err := h.atGeneration(rctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
-		whole = queueSummary(rctx, pipe, gen, dayTiles)
-		for i := range hours {
-			b := events.Bucket{Res: events.Hour, Start: from + int64(i)*events.Hour.Millis()}
-			hours[i] = nil
-			if live(b) {
-				hours[i] = queueSummary(rctx, pipe, gen, oneBucket(b))
+	err := h.atGeneration(rctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+		whole.queue(rctx, pipe, k, gen)
+		for _, hr := range hours {
+			if hr != nil {
+				hr.queue(rctx, pipe, k, gen)
 			}
 		}
 	})

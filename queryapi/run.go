@@ -8,17 +8,18 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
+	"github.com/clickstream/pipeline/internal/cluster"
 	"github.com/clickstream/pipeline/internal/config"
-	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/metrics"
+	"github.com/clickstream/pipeline/internal/partitions"
 	"github.com/clickstream/pipeline/internal/server"
-	"github.com/redis/go-redis/v9"
 )
 
 // Config is queryapi's configuration, read from the environment.
 type Config struct {
 	Addr          string              // QUERY_ADDR
 	Namespace     string              // REDIS_NAMESPACE
+	Partitions    int                 // STREAM_PARTITIONS
 	RedisTimeout  time.Duration       // REDIS_TIMEOUT
 	Keys          []string            // QUERY_KEYS: read keys; none leaves the API open
 	AllowEviction bool                // ALLOW_EVICTION: run on a Redis that may evict keys
@@ -31,6 +32,7 @@ func readConfig(r *config.Reader) Config {
 	return Config{
 		Addr:          r.Addr("QUERY_ADDR", ":8081"),
 		Namespace:     r.Namespace(),
+		Partitions:    r.Partitions(),
 		RedisTimeout:  r.Duration("REDIS_TIMEOUT", time.Second, 10*time.Millisecond),
 		Keys:          r.Keys("QUERY_KEYS"),
 		AllowEviction: r.Bool("ALLOW_EVICTION", false),
@@ -61,12 +63,12 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	}
 	config.BoundRedis(ropt, cfg.RedisTimeout)
 	logger.Info("queryapi starting", "addr", cfg.Addr, "redis", config.MaskURL(r.String("REDIS_URL", config.DefaultRedisURL)), "namespace", cfg.Namespace,
-		"keys", len(cfg.Keys), "allow_eviction", cfg.AllowEviction, "stats_retention", cfg.Retention,
+		"partitions", cfg.Partitions, "keys", len(cfg.Keys), "allow_eviction", cfg.AllowEviction, "stats_retention", cfg.Retention,
 		"live_interval", cfg.Live.Interval, "live_max_clients", cfg.Live.MaxClients)
 	if len(cfg.Keys) == 0 {
 		logger.Warn("QUERY_KEYS is not set: the query API is open to anyone")
 	}
-	rdb := redis.NewUniversalClient(ropt)
+	rdb := cluster.NewClient(ropt)
 	defer rdb.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -77,24 +79,27 @@ func runWith(ctx context.Context, getenv func(string) string, stderr io.Writer, 
 	if err := eviction.AtStart(ctx); err != nil {
 		return err
 	}
+	layout := events.NewLayout(cfg.Namespace, cfg.Partitions)
+	if err := partitions.CheckAtStart(ctx, rdb, layout, cfg.RedisTimeout, logger); err != nil {
+		return err
+	}
 	if ln == nil {
 		var err error
 		if ln, err = server.Listen("QUERY_ADDR", cfg.Addr); err != nil {
 			return err
 		}
 	}
-	keys := events.NewKeys(cfg.Namespace)
-	gens := generations.NewFollower(keys)
+	parts := partitions.NewReader(rdb, layout)
 	reg := metrics.NewRegistry()
 	redisErrors := metrics.RedisErrors(reg, "read", "stats")
-	reg.MustRegister(metrics.NewStreamStats(rdb, keys.Stream(), keys.DeadLetter(), cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
+	reg.MustRegister(metrics.NewLayoutStats(rdb, layout, cfg.RedisTimeout, redisErrors.WithLabelValues("stats")))
 	readErrors := redisErrors.WithLabelValues("read")
 	// The reader outlives the HTTP server: requests in flight at shutdown are answered.
 	readerCtx, stopReader := context.WithCancel(context.Background())
 	defer stopReader()
-	reader := newTotalsReader(rdb, gens, cfg.RedisTimeout, readErrors)
+	reader := newTotalsReader(parts, cfg.RedisTimeout, readErrors)
 	wg.Go(func() { reader.Run(readerCtx, 4) })
-	h := &handler{rdb: rdb, keys: keys, gens: gens, timeout: cfg.RedisTimeout, redisErrors: readErrors,
+	h := &handler{rdb: rdb, layout: layout, parts: parts, timeout: cfg.RedisTimeout, redisErrors: readErrors,
 		retention: cfg.Retention, now: time.Now, reader: reader, shared: newCoalescer()}
 
 	h.web = mustDashboard()

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/clickstream/pipeline/events"
-	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/server"
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
@@ -95,29 +94,16 @@ func parseTime(field, v string) (int64, error) {
 	return t.UnixMilli(), nil
 }
 
-// atGeneration queues reads of the current generation's keys on a MULTI/EXEC that also
-// reads the generation pointer, runs it, and runs it again from the pointer's generation
-// if a rebuild moved the pointer since the last read (see generations.Follower). queue may be
-// called more than once; only its last call's commands hold the answer.
-func (h *handler) atGeneration(ctx context.Context, queue func(pipe redis.Pipeliner, gen events.GenKeys)) error {
-	gen := h.gens.Load()
-	for redo := 0; ; redo++ {
-		pipe := h.rdb.TxPipeline()
-		ptr := h.gens.QueuePointer(ctx, pipe)
-		queue(pipe, gen)
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			h.redisErrors.Inc()
-			return err
-		}
-		next, moved, err := h.gens.Check(gen, ptr.Val())
-		if err != nil || !moved {
-			return err
-		}
-		if redo == generations.MaxRedo {
-			return generations.ErrPointerMoving
-		}
-		gen = next
+// atGeneration queues reads of every partition's current generation through queue and
+// runs them, one round trip per node, again from a partition's new generation if a
+// rebuild moved its pointer since the last read (see partitions.Reader). queue may be
+// called more than once for a partition; only its last call's commands hold the answer.
+func (h *handler) atGeneration(ctx context.Context, queue func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys)) error {
+	if err := h.parts.Read(ctx, h.parts.All(), queue); err != nil {
+		h.redisErrors.Inc()
+		return err
 	}
+	return nil
 }
 
 // liveGlobal and liveProduct report whether a global or a per-product bucket is still
@@ -177,9 +163,9 @@ func (h *handler) readSummary(ctx context.Context, s span, now int64) (Summary, 
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	tl := events.Tile(s.from, s.to, h.liveGlobal(now))
-	var r *summaryRead
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
-		r = queueSummary(ctx, pipe, gen, tl)
+	r := newSummaryRead(tl, h.layout.Count())
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+		r.queue(ctx, pipe, k, gen)
 	})
 	if err != nil {
 		return Summary{}, err
@@ -187,43 +173,60 @@ func (h *handler) readSummary(ctx context.Context, s span, now int64) (Summary, 
 	return r.result()
 }
 
-// summaryRead is the reads of one Summary queued on a pipeline: the hashes of the
-// buckets that tile its range, and one PFCOUNT over all their users (a union).
+// summaryRead is the reads of one Summary queued on a pipeline, per partition: the
+// hashes of the buckets that tile its range, and one PFCOUNT over all their users (a
+// union).
 type summaryRead struct {
-	tl events.Tiling
+	tl    events.Tiling
+	parts []summaryPart // by partition
+}
+
+type summaryPart struct {
 	hm []*redis.SliceCmd
 	uu *redis.IntCmd
 }
 
-func queueSummary(ctx context.Context, pipe redis.Pipeliner, gen events.GenKeys, tl events.Tiling) *summaryRead {
-	r := &summaryRead{tl: tl}
-	keys := make([]string, 0, len(tl.Buckets))
-	for _, b := range tl.Buckets {
-		r.hm = append(r.hm, pipe.HMGet(ctx, gen.Stats(b), statsFields...))
+func newSummaryRead(tl events.Tiling, partitions int) *summaryRead {
+	return &summaryRead{tl: tl, parts: make([]summaryPart, partitions)}
+}
+
+// queue queues the reads of partition k at generation gen on pipe. Queued again for a
+// partition (atGeneration's read again after a rebuild's switch), it replaces that
+// partition's reads.
+func (r *summaryRead) queue(ctx context.Context, pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+	p := summaryPart{hm: make([]*redis.SliceCmd, 0, len(r.tl.Buckets))}
+	keys := make([]string, 0, len(r.tl.Buckets))
+	for _, b := range r.tl.Buckets {
+		p.hm = append(p.hm, pipe.HMGet(ctx, gen.Stats(b), statsFields...))
 		keys = append(keys, gen.Uniques(b))
 	}
 	if len(keys) > 0 {
-		r.uu = pipe.PFCount(ctx, keys...)
+		p.uu = pipe.PFCount(ctx, keys...)
 	}
-	return r
+	r.parts[k.Partition()] = p
 }
 
 // result sums the reads once the pipeline has run.
 func (r *summaryRead) result() (Summary, error) {
 	tl := r.tl
 	sum := Summary{From: tl.From, To: tl.To, Resolution: tl.Finest.String(), Complete: !tl.Gaps, UniqueUsersError: UniqueUsersError}
-	for _, cmd := range r.hm {
-		if err := cmd.Err(); err != nil {
-			return Summary{}, err
+	for _, p := range r.parts {
+		for _, cmd := range p.hm {
+			if err := cmd.Err(); err != nil {
+				return Summary{}, err
+			}
+			for i, dst := range []*int64{&sum.Events, &sum.Clicks, &sum.PageViews, &sum.DwellMs, &sum.DwellCount} {
+				*dst += intField(cmd.Val()[i])
+			}
 		}
-		for i, dst := range []*int64{&sum.Events, &sum.Clicks, &sum.PageViews, &sum.DwellMs, &sum.DwellCount} {
-			*dst += intField(cmd.Val()[i])
-		}
-	}
-	if r.uu != nil {
-		var err error
-		if sum.UniqueUsers, err = r.uu.Result(); err != nil {
-			return Summary{}, err
+		// A user's events are all in one partition, so the partitions' users are
+		// disjoint: the union over partitions is the sum of their unions.
+		if p.uu != nil {
+			c, err := p.uu.Result()
+			if err != nil {
+				return Summary{}, err
+			}
+			sum.UniqueUsers += c
 		}
 	}
 	sum.AvgDwellMs = ratio(sum.DwellMs, sum.DwellCount)
@@ -347,14 +350,15 @@ func (h *handler) readSeries(ctx context.Context, q seriesQuery, s span, now int
 	for i := range buckets {
 		buckets[i] = events.Bucket{Res: q.interval, Start: first + int64(i)*q.interval.Millis()}
 	}
-	cmds := make([]redis.Cmder, n)
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
+	cmds := make([][]redis.Cmder, h.layout.Count())
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+		p := k.Partition()
+		cmds[p] = make([]redis.Cmder, n)
 		for i, b := range buckets {
-			cmds[i] = nil
 			if !live(b) {
 				continue
 			}
-			cmds[i] = seriesRead(ctx, pipe, gen, q, b)
+			cmds[p][i] = seriesRead(ctx, pipe, gen, q, b)
 		}
 	})
 	if err != nil {
@@ -362,14 +366,20 @@ func (h *handler) readSeries(ctx context.Context, q seriesQuery, s span, now int
 	}
 	out := Series{Metric: q.metric, Interval: q.interval.String(), Product: q.product, From: s.from, To: s.to,
 		Points: make([][2]any, n), Estimated: q.metric == "unique_users"}
-	for i, cmd := range cmds {
+	for i := range buckets {
 		var v any // null: past retention
-		if cmd != nil {
-			x, err := cmdInt(cmd)
-			if err != nil {
-				return Series{}, err
+		if live(buckets[i]) {
+			// A bucket's value is the sum of the partitions' (unique users too: a user's
+			// events are all in one partition).
+			var sum int64
+			for p := range cmds {
+				x, err := cmdInt(cmds[p][i])
+				if err != nil {
+					return Series{}, err
+				}
+				sum += x
 			}
-			v = x
+			v = sum
 		}
 		out.Points[i] = [2]any{buckets[i].Start, v}
 	}
@@ -463,42 +473,43 @@ func (h *handler) readTopProducts(ctx context.Context, s span, now int64, by str
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	tl := events.Tile(s.from, s.to, h.liveProduct(now))
-	var clicks, views *redis.ZSliceCmd
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
-		clicks, views = nil, nil
-		if len(tl.Buckets) == 0 {
-			return
-		}
+	out := TopProducts{From: tl.From, To: tl.To, Resolution: tl.Finest.String(), Complete: !tl.Gaps, By: by, Products: []ProductStats{}}
+	if len(tl.Buckets) == 0 {
+		return out, nil
+	}
+	n := h.layout.Count()
+	clicks, views := make([]*redis.ZSliceCmd, n), make([]*redis.ZSliceCmd, n)
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
 		ck, vk := make([]string, len(tl.Buckets)), make([]string, len(tl.Buckets))
 		for i, b := range tl.Buckets {
 			ck[i], vk[i] = gen.TopClicks(b), gen.TopViews(b)
 		}
-		clicks = pipe.ZUnionWithScores(ctx, redis.ZStore{Keys: ck})
-		views = pipe.ZUnionWithScores(ctx, redis.ZStore{Keys: vk})
+		clicks[k.Partition()] = pipe.ZUnionWithScores(ctx, redis.ZStore{Keys: ck})
+		views[k.Partition()] = pipe.ZUnionWithScores(ctx, redis.ZStore{Keys: vk})
 	})
 	if err != nil {
 		return TopProducts{}, err
 	}
-	out := TopProducts{From: tl.From, To: tl.To, Resolution: tl.Finest.String(), Complete: !tl.Gaps, By: by, Products: []ProductStats{}}
-	if clicks == nil {
-		return out, nil
-	}
+	// Each partition's union holds every product its users were active on, with its
+	// partial sums; the sums over partitions are exact.
 	rows := map[string]*ProductStats{}
-	for _, z := range [2]*redis.ZSliceCmd{clicks, views} {
-		if err := z.Err(); err != nil {
-			return TopProducts{}, err
-		}
-		for _, m := range z.Val() {
-			id := m.Member.(string)
-			r := rows[id]
-			if r == nil {
-				r = &ProductStats{ProductID: id}
-				rows[id] = r
+	for p := range n {
+		for _, z := range [2]*redis.ZSliceCmd{clicks[p], views[p]} {
+			if err := z.Err(); err != nil {
+				return TopProducts{}, err
 			}
-			if z == clicks {
-				r.Clicks = int64(math.Round(m.Score))
-			} else {
-				r.PageViews = int64(math.Round(m.Score))
+			for _, m := range z.Val() {
+				id := m.Member.(string)
+				r := rows[id]
+				if r == nil {
+					r = &ProductStats{ProductID: id}
+					rows[id] = r
+				}
+				if z == clicks[p] {
+					r.Clicks += int64(math.Round(m.Score))
+				} else {
+					r.PageViews += int64(math.Round(m.Score))
+				}
 			}
 		}
 	}
@@ -559,12 +570,16 @@ func (h *handler) active(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), h.timeout)
 	defer cancel()
 	since := strconv.FormatInt(h.now().Add(-window).UnixMilli(), 10)
-	var n *redis.IntCmd
-	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, gen events.GenKeys) {
-		n = pipe.ZCount(ctx, gen.Active(), since, "+inf")
+	counts := make([]*redis.IntCmd, h.layout.Count())
+	err := h.atGeneration(ctx, func(pipe redis.Pipeliner, k events.Keys, gen events.GenKeys) {
+		counts[k.Partition()] = pipe.ZCount(ctx, gen.Active(), since, "+inf")
 	})
 	if err != nil {
 		return err
 	}
-	return writeStats(c, Active{WindowSeconds: int64(window / time.Second), ActiveUsers: n.Val()})
+	var n int64 // the partitions' users are disjoint
+	for _, c := range counts {
+		n += c.Val()
+	}
+	return writeStats(c, Active{WindowSeconds: int64(window / time.Second), ActiveUsers: n})
 }

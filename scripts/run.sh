@@ -10,6 +10,9 @@
 #   REDIS_URL=redis://127.0.0.1:6379/0 scripts/run.sh   # use an existing Redis instead
 #   DATA_DIR=/tmp/cs scripts/run.sh         # Redis's data and the logs there, not in .data/
 #   DEMO=false scripts/run.sh               # without the demo shop (ingest's /demo/)
+#   scripts/run.sh --cluster                # a local Redis Cluster of 3 masters on ports
+#                                           # 7000-7002 (CLUSTER_PORT moves them; bus ports
+#                                           # +10000) and STREAM_PARTITIONS=6 by default
 #
 # Processor N is consumer CONSUMER_NAME-N (default local-N), also after a restart, so a
 # restarted processor re-reads its own pending entries at once.
@@ -40,6 +43,17 @@ unset RUN_SH_SIGINT_RESTORED
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
+cluster=""
+for arg; do
+	case $arg in
+	--cluster) cluster=1 ;;
+	*)
+		echo "run.sh: unknown argument $arg (usage: scripts/run.sh [--cluster])" >&2
+		exit 1
+		;;
+	esac
+done
+
 export INGEST_ADDR=${INGEST_ADDR:-127.0.0.1:8080}
 export QUERY_ADDR=${QUERY_ADDR:-127.0.0.1:8081}
 export PROCESSOR_ADDR=${PROCESSOR_ADDR:-127.0.0.1:8082}
@@ -54,6 +68,8 @@ redis_dir=""
 log_dir=""
 redis_sock="" # set when this script owns the Redis
 redis_pid=""
+cluster_ports=() # with --cluster: the masters' ports
+cluster_pids=()  # and their pids
 names=() # services, in start order: ingest, processor-1 … processor-N, queryapi
 bins=()  # the binary each runs
 addrs=() # the address each listens on
@@ -106,7 +122,29 @@ stop_services() {
 	pids=()
 }
 
+stop_cluster() {
+	local i n
+	((${#cluster_pids[@]} > 0)) || return 0
+	log "stopping the redis cluster (pids ${cluster_pids[*]})"
+	for i in "${!cluster_ports[@]}"; do
+		# SHUTDOWN flushes the AOF before the server exits.
+		redis-cli -p "${cluster_ports[i]}" shutdown >/dev/null 2>&1 || kill -TERM "${cluster_pids[i]}" 2>/dev/null || true
+	done
+	for ((n = 0; n < 100; n++)); do
+		alive "${cluster_pids[@]}" || break
+		sleep 0.1
+	done
+	for i in "${!cluster_pids[@]}"; do
+		if kill -0 "${cluster_pids[i]}" 2>/dev/null; then
+			log "redis on port ${cluster_ports[i]} did not stop in 10s; killing it"
+			kill -KILL "${cluster_pids[i]}" 2>/dev/null || true
+		fi
+	done
+	cluster_pids=()
+}
+
 stop_redis() {
+	stop_cluster
 	[[ -n $redis_pid ]] || return 0
 	log "stopping redis (pid $redis_pid)"
 	# SHUTDOWN flushes the AOF before the server exits.
@@ -125,7 +163,7 @@ stop_redis() {
 
 cleanup() {
 	trap - INT TERM EXIT
-	[[ ${#pids[@]} -gt 0 || -n $redis_pid ]] || return 0 # nothing started yet
+	[[ ${#pids[@]} -gt 0 || -n $redis_pid || ${#cluster_pids[@]} -gt 0 ]] || return 0 # nothing started yet
 	# Services first, so Redis is still there while they finish the work in flight.
 	stop_services
 	stop_redis
@@ -149,6 +187,10 @@ if ! [[ $proc_port =~ ^[0-9]+$ ]] || ((proc_port == 0 || proc_port + processors 
 fi
 
 command -v go >/dev/null || { log "go not found on PATH (https://go.dev/doc/install)"; exit 1; }
+if [[ -n $cluster && -n ${REDIS_URL:-} ]]; then
+	log "--cluster starts a cluster of its own; unset REDIS_URL (or drop --cluster to use yours)"
+	exit 1
+fi
 if [[ -z ${REDIS_URL:-} ]]; then
 	scripts/deps.sh redis-server
 fi
@@ -207,7 +249,84 @@ start_redis() {
 	fi
 }
 
-if [[ -z ${REDIS_URL:-} ]]; then
+# start_node starts cluster node i (on its port, with its own directory) and waits until
+# it answers; a node that was part of the cluster before comes back with its
+# nodes.conf and its AOF.
+start_node() {
+	local i=$1 port=${cluster_ports[$1]} dir=$redis_dir/cluster-${cluster_ports[$1]} n
+	mkdir -p "$dir"
+	rm -f "$dir/redis.pid"
+	redis-server \
+		--port "$port" --bind 127.0.0.1 \
+		--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+		--dir "$dir" \
+		--appendonly yes --appendfsync everysec \
+		--maxmemory-policy noeviction \
+		--save "" \
+		--daemonize yes --pidfile "$dir/redis.pid" \
+		--logfile "$dir/redis.log"
+	for ((n = 0; n < 100; n++)); do
+		redis-cli -p "$port" ping >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	cluster_pids[i]=$(cat "$dir/redis.pid" 2>/dev/null || true)
+	if [[ -z ${cluster_pids[i]} ]] || ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+		log "redis-server on port $port did not start; see $dir/redis.log"
+		tail -n 20 "$dir/redis.log" >&2 || true
+		exit 1
+	fi
+}
+
+# start_cluster starts three masters on CLUSTER_PORT … CLUSTER_PORT+2, makes them a
+# cluster the first time (redis-cli --cluster create shares the slots evenly), and
+# waits until every node reports cluster_state:ok.
+start_cluster() {
+	local base=${CLUSTER_PORT:-7000} i port addrs=() n ok
+	if ! [[ $base =~ ^[0-9]+$ ]] || ((base < 1 || base + 2 + 10000 > 65535)); then
+		log "CLUSTER_PORT=$base: needs a port from 1 to 55533 (the nodes use it and the next two, their bus ports +10000)"
+		exit 1
+	fi
+	for ((i = 0; i < 3; i++)); do
+		port=$((base + i))
+		for p in "$port" "$((port + 10000))"; do
+			if (: <>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+				log "port $p is already in use; set CLUSTER_PORT to a free range (the nodes use 3 ports and 3 more 10000 above)"
+				exit 1
+			fi
+		done
+		cluster_ports[i]=$port
+		addrs+=("127.0.0.1:$port")
+	done
+	for i in "${!cluster_ports[@]}"; do start_node "$i"; done
+	if redis-cli -p "$base" cluster info | grep -q '^cluster_slots_assigned:0'; then
+		log "creating the cluster of ${addrs[*]}"
+		redis-cli --cluster create "${addrs[@]}" --cluster-yes >"$redis_dir/cluster-create.log" 2>&1 || {
+			log "redis-cli --cluster create failed:"
+			cat "$redis_dir/cluster-create.log" >&2
+			exit 1
+		}
+	fi
+	for ((n = 0; n < 300; n++)); do
+		ok=1
+		for port in "${cluster_ports[@]}"; do
+			redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || ok=""
+		done
+		[[ -n $ok ]] && break
+		sleep 0.1
+	done
+	if [[ -z $ok ]]; then
+		log "the cluster is not ok after 30s; see $redis_dir/cluster-*/redis.log"
+		exit 1
+	fi
+	REDIS_URL="redis://${addrs[0]}?addr=${addrs[1]}&addr=${addrs[2]}"
+	export REDIS_URL
+	export STREAM_PARTITIONS=${STREAM_PARTITIONS:-6}
+	log "redis cluster of 3 masters started (pids ${cluster_pids[*]}, AOF in $redis_dir/cluster-*), $STREAM_PARTITIONS partitions"
+}
+
+if [[ -n $cluster ]]; then
+	start_cluster
+elif [[ -z ${REDIS_URL:-} ]]; then
 	# A unix socket and --port 0: no TCP port at all, so no clash with a Redis on 6379.
 	# Socket paths are limited to ~107 bytes; a deep checkout gets its socket in /tmp.
 	redis_sock=$redis_dir/redis.sock
@@ -283,6 +402,9 @@ for i in "${!names[@]}"; do
 	printf '  %-12s pid %-8s %s/readyz\n' "${names[i]}" "${pids[i]}" "$(url "${addrs[i]}")"
 done
 [[ -z $redis_pid ]] || printf '  %-12s pid %s\n' redis "$redis_pid"
+for i in "${!cluster_pids[@]}"; do
+	printf '  %-12s pid %-8s 127.0.0.1:%s\n' "redis-$((i + 1))" "${cluster_pids[i]}" "${cluster_ports[i]}"
+done
 cat <<EOF
 
 Try:
@@ -317,6 +439,12 @@ while :; do
 		start "$i"
 		wait_ready "$i"
 		log "${names[i]} restarted (pid ${pids[i]})"
+	done
+	for i in "${!cluster_pids[@]}"; do
+		kill -0 "${cluster_pids[i]}" 2>/dev/null && continue
+		log "redis on port ${cluster_ports[i]} (pid ${cluster_pids[i]}) exited; restarting it from its AOF"
+		start_node "$i"
+		log "redis on port ${cluster_ports[i]} restarted (pid ${cluster_pids[i]})"
 	done
 	if [[ -n $redis_pid ]] && ! kill -0 "$redis_pid" 2>/dev/null; then
 		log "redis (pid $redis_pid) exited; restarting it from its AOF (an fsync a second: the last second of writes may be lost)"

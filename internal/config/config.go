@@ -110,27 +110,95 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 
 // Redis reads REDIS_URL (redis://, rediss:// for TLS, or unix://) into the options of
 // a redis.UniversalClient, the one client type every component takes: built with
-// redis.NewUniversalClient, these give a single-node client (one address), and a
-// cluster client once REDIS_URL can name several nodes.
+// cluster.NewClient (redis.NewUniversalClient, plus what a cluster needs), these give
+// a single-node client for one address, and a cluster client for go-redis's cluster
+// form, redis://host:7000?addr=host:7001&addr=host:7002 (redis.ParseClusterURL): any
+// addr parameter selects cluster mode, and the addresses are seeds from which the
+// client learns every node.
 func (r *Reader) Redis() *redis.UniversalOptions {
 	v := r.String("REDIS_URL", DefaultRedisURL)
-	opt, err := redis.ParseURL(v)
-	if err != nil {
-		// net/url's errors quote the whole URL, password included: keep only the cause.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
+	var uopt *redis.UniversalOptions
+	if IsClusterURL(v) {
+		copt, err := redis.ParseClusterURL(v)
+		if err != nil {
+			r.bad("REDIS_URL", MaskURL(v), "want redis://[user:password@]host:port?addr=host:port&addr=… for a cluster ("+urlCause(err)+")")
+			copt, _ = redis.ParseClusterURL("redis://127.0.0.1:6379?addr=127.0.0.1:6380")
 		}
-		r.bad("REDIS_URL", MaskURL(v), "want redis://[user:password@]host:port/db, rediss://… or unix:///path/to/socket ("+err.Error()+")")
-		opt, _ = redis.ParseURL(DefaultRedisURL)
+		uopt = universalCluster(copt)
+	} else {
+		opt, err := redis.ParseURL(v)
+		if err != nil {
+			r.bad("REDIS_URL", MaskURL(v), "want redis://[user:password@]host:port/db, rediss://… or unix:///path/to/socket ("+urlCause(err)+")")
+			opt, _ = redis.ParseURL(DefaultRedisURL)
+		}
+		uopt = universal(opt)
 	}
 	// RESP2: the pipeline uses no RESP3 feature, and RESP3 makes go-redis look for push
 	// notifications around every command.
-	opt.Protocol = 2
-	if opt.TLSConfig != nil && opt.TLSConfig.MinVersion == 0 {
-		opt.TLSConfig.MinVersion = tls.VersionTLS12
+	uopt.Protocol = 2
+	if uopt.TLSConfig != nil && uopt.TLSConfig.MinVersion == 0 {
+		uopt.TLSConfig.MinVersion = tls.VersionTLS12
 	}
-	return universal(opt)
+	return uopt
+}
+
+// IsClusterURL reports whether a REDIS_URL is in go-redis's cluster form: it has an
+// addr query parameter.
+func IsClusterURL(v string) bool {
+	u, err := url.Parse(v)
+	return err == nil && u.Query().Has("addr")
+}
+
+// urlCause is the cause of a URL parse error without the URL: net/url's errors quote
+// the whole URL, password included.
+func urlCause(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// universalCluster carries every option redis.ParseClusterURL sets over to
+// UniversalOptions, with IsClusterMode set, so that even a URL that names one seed
+// twice builds a cluster client.
+func universalCluster(o *redis.ClusterOptions) *redis.UniversalOptions {
+	return &redis.UniversalOptions{
+		Addrs:                   o.Addrs,
+		IsClusterMode:           true,
+		ClientName:              o.ClientName,
+		Protocol:                o.Protocol,
+		Username:                o.Username,
+		Password:                o.Password,
+		MaxRedirects:            o.MaxRedirects,
+		ReadOnly:                o.ReadOnly,
+		RouteByLatency:          o.RouteByLatency,
+		RouteByLatencyTolerance: o.RouteByLatencyTolerance,
+		RouteRandomly:           o.RouteRandomly,
+		MaxRetries:              o.MaxRetries,
+		MinRetryBackoff:         o.MinRetryBackoff,
+		MaxRetryBackoff:         o.MaxRetryBackoff,
+		DialTimeout:             o.DialTimeout,
+		DialerRetries:           o.DialerRetries,
+		DialerRetryTimeout:      o.DialerRetryTimeout,
+		ReadTimeout:             o.ReadTimeout,
+		WriteTimeout:            o.WriteTimeout,
+		PipelineReadBufferSize:  o.PipelineReadBufferSize,
+		PipelineWriteBufferSize: o.PipelineWriteBufferSize,
+		PipelinePoolSize:        o.PipelinePoolSize,
+		PoolFIFO:                o.PoolFIFO,
+		PoolSize:                o.PoolSize,
+		MaxConcurrentDials:      o.MaxConcurrentDials,
+		PoolTimeout:             o.PoolTimeout,
+		MinIdleConns:            o.MinIdleConns,
+		MaxIdleConns:            o.MaxIdleConns,
+		MaxActiveConns:          o.MaxActiveConns,
+		ConnMaxIdleTime:         o.ConnMaxIdleTime,
+		ConnMaxLifetime:         o.ConnMaxLifetime,
+		ConnMaxLifetimeJitter:   o.ConnMaxLifetimeJitter,
+		FailingTimeoutSeconds:   o.FailingTimeoutSeconds,
+		TLSConfig:               o.TLSConfig,
+	}
 }
 
 // universal carries every option redis.ParseURL sets over to UniversalOptions. The
@@ -177,6 +245,12 @@ func (r *Reader) Namespace() string {
 		}
 	}
 	return v
+}
+
+// Partitions reads STREAM_PARTITIONS, the number of partitions of the event stream
+// (see events.Layout): 1, the default, is a single stream with today's keys.
+func (r *Reader) Partitions() int {
+	return r.Int("STREAM_PARTITIONS", 1, 1, events.MaxPartitions)
 }
 
 // Logger reads LOG_FORMAT (text or json) and LOG_LEVEL (debug, info, warn, error).

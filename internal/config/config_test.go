@@ -240,3 +240,64 @@ func TestBool(t *testing.T) {
 		t.Errorf("ALLOW_EVICTION=yes please: %v, want an error naming the variable", err)
 	}
 }
+
+// A REDIS_URL in go-redis's cluster form (an addr parameter) builds a cluster client
+// whose options are the ones redis.ParseClusterURL reads from it, every seed address
+// included; the password is masked in the log form.
+func TestRedisClusterURL(t *testing.T) {
+	query := "&client_name=cs&max_retries=2&min_retry_backoff=3ms&max_retry_backoff=4ms&dial_timeout=5s" +
+		"&read_timeout=6s&write_timeout=7s&pool_fifo=true&pool_size=8&pool_timeout=9s&min_idle_conns=1" +
+		"&max_idle_conns=3&max_active_conns=11&max_concurrent_dials=2&conn_max_idle_time=12s" +
+		"&conn_max_lifetime=13s&max_redirects=5"
+	for _, raw := range []string{
+		"redis://u:s3cret@10.0.0.5:7000?addr=10.0.0.6:7001&addr=10.0.0.7:7002" + query,
+		"rediss://u:s3cret@cache.example.com:7000?addr=cache.example.com:7001",
+		"redis://127.0.0.1:7000?addr=127.0.0.1:7000",
+	} {
+		t.Run(raw, func(t *testing.T) {
+			if !IsClusterURL(raw) {
+				t.Fatalf("IsClusterURL = false")
+			}
+			r := NewReader(env(map[string]string{"REDIS_URL": raw}))
+			uopt := r.Redis()
+			if err := r.Err(); err != nil {
+				t.Fatalf("Redis(): %v", err)
+			}
+			got, ok := redis.NewUniversalClient(uopt).(*redis.ClusterClient)
+			if !ok {
+				t.Fatalf("NewUniversalClient(Redis()) is a %T, want a *redis.ClusterClient", redis.NewUniversalClient(uopt))
+			}
+			defer got.Close()
+			want, err := redis.ParseClusterURL(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want.Protocol = 2
+			if want.TLSConfig != nil {
+				want.TLSConfig.MinVersion = tls.VersionTLS12
+			}
+			wc := redis.NewClusterClient(want)
+			defer wc.Close()
+			g, w := reflect.ValueOf(*got.Options()), reflect.ValueOf(*wc.Options())
+			for i := range g.NumField() {
+				f := g.Type().Field(i)
+				if f.Type.Kind() == reflect.Func || !f.IsExported() || f.Name == "ClusterStateReloadInterval" {
+					continue
+				}
+				if !reflect.DeepEqual(g.Field(i).Interface(), w.Field(i).Interface()) {
+					t.Errorf("%s = %v, want %v (as redis.ParseClusterURL sets it)", f.Name, g.Field(i), w.Field(i))
+				}
+			}
+			if m := MaskURL(raw); strings.Contains(m, "s3cret") {
+				t.Errorf("MaskURL = %q shows the password", m)
+			}
+		})
+	}
+	for _, raw := range []string{"redis://h:7000?addr=nohostport", "redis://h:7000?addr=h:7001&bogus=1"} {
+		r := NewReader(env(map[string]string{"REDIS_URL": raw}))
+		r.Redis()
+		if err := r.Err(); err == nil || !strings.Contains(err.Error(), "REDIS_URL=") || !strings.Contains(err.Error(), "cluster") {
+			t.Errorf("REDIS_URL=%s: error %v, want one naming REDIS_URL and the cluster form", raw, err)
+		}
+	}
+}

@@ -2,8 +2,10 @@ package metrics
 
 import (
 	"context"
+	"strconv"
 	"time"
 
+	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/generations"
 	"github.com/clickstream/pipeline/internal/lag"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,23 +25,49 @@ import (
 // A group whose lag cannot be told (an entry after its position was deleted) has no
 // lag series until it can. When Redis does not answer within the timeout, the scrape
 // has none of these series and the errors counter goes up by one.
+//
+// With several partitions (events.Layout), each series has a partition label, the
+// partition's number, and the pipeline reads every partition in one round trip per node.
 type StreamStats struct {
 	rdb                         redis.UniversalClient
-	stream, deadLetter          string
+	parts                       []streamPair
 	timeout                     time.Duration
 	errors                      prometheus.Counter
 	length, lag, pending, dlLen *prometheus.Desc
 }
 
+// streamPair is one partition's stream and dead-letter stream, and its label value ("" for
+// the single stream of one partition).
+type streamPair struct{ stream, deadLetter, label string }
+
 // NewStreamStats returns the collector for stream and its dead-letter stream. failures
 // counts failed reads (redis_errors_total{op="stats"}, say).
 func NewStreamStats(rdb redis.UniversalClient, stream, deadLetter string, timeout time.Duration, failures prometheus.Counter) *StreamStats {
+	return newStreamStats(rdb, []streamPair{{stream: stream, deadLetter: deadLetter}}, nil, timeout, failures)
+}
+
+// NewLayoutStats returns the collector for every partition of l: with one partition it
+// is NewStreamStats of its streams, with no partition label.
+func NewLayoutStats(rdb redis.UniversalClient, l events.Layout, timeout time.Duration, failures prometheus.Counter) *StreamStats {
+	if l.Count() == 1 {
+		k := l.Partition(0)
+		return NewStreamStats(rdb, k.Stream(), k.DeadLetter(), timeout, failures)
+	}
+	parts := make([]streamPair, l.Count())
+	for p, k := range l.Partitions() {
+		parts[p] = streamPair{stream: k.Stream(), deadLetter: k.DeadLetter(), label: strconv.Itoa(p)}
+	}
+	return newStreamStats(rdb, parts, []string{"partition"}, timeout, failures)
+}
+
+func newStreamStats(rdb redis.UniversalClient, parts []streamPair, labels []string, timeout time.Duration, failures prometheus.Counter) *StreamStats {
+	group := append([]string{"group"}, labels...)
 	return &StreamStats{
-		rdb: rdb, stream: stream, deadLetter: deadLetter, timeout: timeout, errors: failures,
-		length:  prometheus.NewDesc("stream_length", "Entries in the event stream.", nil, nil),
-		lag:     prometheus.NewDesc("consumer_group_lag", "Entries of the stream not yet delivered to the consumer group.", []string{"group"}, nil),
-		pending: prometheus.NewDesc("consumer_group_pending", "Entries delivered to the consumer group and not yet acked.", []string{"group"}, nil),
-		dlLen:   prometheus.NewDesc("dead_letter_length", "Entries in the dead-letter stream.", nil, nil),
+		rdb: rdb, parts: parts, timeout: timeout, errors: failures,
+		length:  prometheus.NewDesc("stream_length", "Entries in the event stream.", labels, nil),
+		lag:     prometheus.NewDesc("consumer_group_lag", "Entries of the stream not yet delivered to the consumer group.", group, nil),
+		pending: prometheus.NewDesc("consumer_group_pending", "Entries delivered to the consumer group and not yet acked.", group, nil),
+		dlLen:   prometheus.NewDesc("dead_letter_length", "Entries in the dead-letter stream.", labels, nil),
 	}
 }
 
@@ -56,23 +84,43 @@ func (s *StreamStats) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
-	info := lag.Queue(ctx, pipe, s.stream)
-	dlLen := pipe.XLen(ctx, s.deadLetter)
+	infos := make([]*lag.Cmds, len(s.parts))
+	dlLens := make([]*redis.IntCmd, len(s.parts))
+	for i, p := range s.parts {
+		infos[i] = lag.Queue(ctx, pipe, p.stream)
+		dlLens[i] = pipe.XLen(ctx, p.deadLetter)
+	}
 	// Exec returns the first failed command's error, or an error met while setting up
 	// the connection, which leaves the commands without error or reply. Before the first
 	// event there is no stream: XINFO fails with "no such key", and there are no groups.
 	_, err := pipe.Exec(ctx)
-	stream, groups, ierr := info.Result()
-	if ierr != nil || dlLen.Err() != nil || err != nil && !generations.IsNoStream(err) {
+	if err != nil && !generations.IsNoStream(err) {
 		s.errors.Inc()
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(s.length, prometheus.GaugeValue, float64(stream.Length))
-	ch <- prometheus.MustNewConstMetric(s.dlLen, prometheus.GaugeValue, float64(dlLen.Val()))
-	for _, g := range groups {
-		ch <- prometheus.MustNewConstMetric(s.pending, prometheus.GaugeValue, float64(g.Pending), g.Name)
-		if n := lag.Of(stream, g); n >= 0 {
-			ch <- prometheus.MustNewConstMetric(s.lag, prometheus.GaugeValue, float64(n), g.Name)
+	var out []prometheus.Metric
+	for i, p := range s.parts {
+		stream, groups, ierr := infos[i].Result()
+		if ierr != nil || dlLens[i].Err() != nil {
+			s.errors.Inc()
+			return
 		}
+		labels := []string{}
+		if p.label != "" {
+			labels = append(labels, p.label)
+		}
+		out = append(out,
+			prometheus.MustNewConstMetric(s.length, prometheus.GaugeValue, float64(stream.Length), labels...),
+			prometheus.MustNewConstMetric(s.dlLen, prometheus.GaugeValue, float64(dlLens[i].Val()), labels...))
+		for _, g := range groups {
+			gl := append([]string{g.Name}, labels...)
+			out = append(out, prometheus.MustNewConstMetric(s.pending, prometheus.GaugeValue, float64(g.Pending), gl...))
+			if n := lag.Of(stream, g); n >= 0 {
+				out = append(out, prometheus.MustNewConstMetric(s.lag, prometheus.GaugeValue, float64(n), gl...))
+			}
+		}
+	}
+	for _, m := range out {
+		ch <- m
 	}
 }

@@ -3,14 +3,10 @@ package rebuild
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/clickstream/pipeline/events"
 	"github.com/clickstream/pipeline/internal/redistest"
@@ -96,67 +92,9 @@ func TestScanEveryMaster(t *testing.T) {
 	}
 }
 
-// startCluster runs a Redis Cluster of two masters on the loopback interface, each
-// holding half of the slots, and returns a client for it, closed when the test ends.
+// startCluster runs a Redis Cluster of two masters, each holding half of the slots,
+// and returns a client for it, closed when the test ends.
 func startCluster(t *testing.T) *redis.ClusterClient {
 	t.Helper()
-	ctx := context.Background()
-	var addrs []string
-	var nodes []*redis.Client
-	for i, port := range clusterPorts(t, 2) {
-		s := redistest.Start(t, redistest.Args("--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
-		c := s.Client()
-		if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", i*8192, i*8192+8191).Err(); err != nil {
-			t.Fatalf("CLUSTER ADDSLOTSRANGE: %v", err)
-		}
-		addrs = append(addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		nodes = append(nodes, c)
-	}
-	host, port, _ := net.SplitHostPort(addrs[1])
-	if err := nodes[0].ClusterMeet(ctx, host, port).Err(); err != nil {
-		t.Fatalf("CLUSTER MEET: %v", err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for _, c := range nodes {
-		for {
-			info, err := c.ClusterInfo(ctx).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:2") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the cluster did not form within 30s: %v\n%s", err, info)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
-}
-
-// clusterPorts returns n TCP ports that are free on the loopback interface, each with
-// its cluster bus port (port + 10000) free too.
-func clusterPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for len(ports) < n {
-		p := 20000 + rand.IntN(30000)
-		ok := !slices.ContainsFunc(ports, func(q int) bool { return q == p || q == p+10000 || q+10000 == p })
-		for _, q := range []int{p, p + 10000} {
-			if !ok {
-				break
-			}
-			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(q)))
-			if err != nil {
-				ok = false
-				break
-			}
-			ln.Close()
-		}
-		if ok {
-			ports = append(ports, p)
-		}
-	}
-	return ports
+	return redistest.StartCluster(t, 2).Client()
 }

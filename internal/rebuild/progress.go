@@ -68,13 +68,16 @@ func (b *Rebuilder) report(ctx context.Context, length, remaining int64, rate fl
 	if rate >= 0 {
 		rateText = strconv.FormatFloat(rate, 'f', 0, 64)
 	}
-	applied := b.appliedBefore + b.replayed.Load()
+	applied := b.appliedBefore.Load() + b.replayed.Load()
+	b.length.Store(length)
 	current := b.from.Number
 	if b.switched.Load() {
 		current = b.target.Number
 	}
-	b.printf("rebuild: %s generation %d: %d applied, stream %d, %s entries/s, eta %s; current generation %d",
-		state, b.target.Number, applied, length, rateText, eta, current)
+	if !b.quiet {
+		b.printf("rebuild: %s generation %d: %d applied, stream %d, %s entries/s, eta %s; current generation %d",
+			state, b.target.Number, applied, length, rateText, eta, current)
+	}
 	if b.switched.Load() {
 		return
 	}

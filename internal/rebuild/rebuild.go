@@ -86,7 +86,11 @@ type Rebuilder struct {
 	applier       *aggregate.Applier
 	start         string       // where the next read starts: "0" (own pending) or ">"
 	replayed      atomic.Int64 // entries replayed by this run
-	appliedBefore int64        // by the runs this one resumes
+	appliedBefore atomic.Int64 // by the runs this one resumes
+	length        atomic.Int64 // the stream's length at the last progress report
+	finished      atomic.Bool  // done: switched and the old generation removed
+	cancelled     atomic.Bool  // stopped by `rebuild --cancel`, its generation discarded
+	quiet         bool         // no progress line every second (RunAll prints one for all partitions)
 	began         time.Time
 	switched      atomic.Bool
 	pausing       atomic.Bool             // the pause key is set: processors start no reads
@@ -182,10 +186,10 @@ func (b *Rebuilder) Run(ctx context.Context) error {
 		return b.finish(work)
 	case st.Unfinished(cur):
 		b.from, b.target = b.keys.Gen(cur), b.keys.Gen(st.Target)
-		b.appliedBefore = st.Applied
+		b.appliedBefore.Store(st.Applied)
 		b.printf("rebuild: resuming the rebuild of generation %d (%s; generation %d is current)", st.Target, st.State, cur)
 		if !st.Seeded {
-			b.appliedBefore = 0
+			b.appliedBefore.Store(0)
 		}
 		if err := b.setState(work, events.RebuildFieldState, events.RebuildStateBuilding, events.RebuildFieldError, ""); err != nil {
 			return err
@@ -233,6 +237,7 @@ func (b *Rebuilder) Run(ctx context.Context) error {
 		return fmt.Errorf("generation %d is current, but removing generation %d failed (run `processor rebuild` again to finish): %w",
 			b.target.Number, b.from.Number, err)
 	case errors.Is(cause, errCancelRequested):
+		b.cancelled.Store(true)
 		return b.discard(bg, b.target.Number, "cancelled on request")
 	case errors.Is(cause, generations.ErrLost):
 		return fmt.Errorf("rebuild of generation %d stopped: %w", b.target.Number, cause)
@@ -479,10 +484,11 @@ func (b *Rebuilder) finish(ctx context.Context) error {
 		return fmt.Errorf("remove generation %d: %w", b.from.Number, err)
 	}
 	rate := float64(replayed) / max(took.Seconds(), 1e-9)
-	if err := b.setState(ctx, events.RebuildFieldState, events.RebuildStateDone, events.RebuildFieldApplied, b.appliedBefore+replayed,
+	if err := b.setState(ctx, events.RebuildFieldState, events.RebuildStateDone, events.RebuildFieldApplied, b.appliedBefore.Load()+replayed,
 		events.RebuildFieldRate, int64(rate), events.RebuildFieldETA, 0); err != nil {
 		return err
 	}
+	b.finished.Store(true)
 	b.printf("rebuild: removed generation %d: %d keys unlinked in %v", b.from.Number, n, time.Since(began).Round(time.Millisecond))
 	b.printf("rebuild: done: generation %d is current; this run replayed %d entries in %v (%.0f entries/s)",
 		b.target.Number, replayed, took.Round(time.Millisecond), rate)

@@ -35,6 +35,24 @@ type Query struct {
 // checkpoint, which has no times, so Run counts what the stream still holds, and
 // says so when the window reaches back past the checkpoint.
 func Run(ctx context.Context, rdb redis.UniversalClient, keys events.Keys, q Query, timeout time.Duration, w io.Writer) error {
+	return run(ctx, rdb, []events.Keys{keys}, keys.Stream(), q, timeout, w)
+}
+
+// RunLayout is Run over every partition of l (over the partition of q.User's events
+// only, when q.User is given): one count of all their entries, as if they were one
+// stream. With one partition it is Run.
+func RunLayout(ctx context.Context, rdb redis.UniversalClient, l events.Layout, q Query, timeout time.Duration, w io.Writer) error {
+	if l.Count() == 1 {
+		return Run(ctx, rdb, l.Partition(0), q, timeout, w)
+	}
+	if q.User != "" {
+		k := l.ForUser(q.User)
+		return run(ctx, rdb, []events.Keys{k}, fmt.Sprintf("%s (partition %d of %d: user %s's)", k.Stream(), k.Partition(), l.Count(), q.User), q, timeout, w)
+	}
+	return run(ctx, rdb, l.Partitions(), fmt.Sprintf("the %d partitions' streams", l.Count()), q, timeout, w)
+}
+
+func run(ctx context.Context, rdb redis.UniversalClient, parts []events.Keys, name string, q Query, timeout time.Duration, w io.Writer) error {
 	start, end := "-", "+"
 	if q.From != "" {
 		start = q.From
@@ -47,21 +65,34 @@ func Run(ctx context.Context, rdb redis.UniversalClient, keys events.Keys, q Que
 		rc.buckets = map[int64]*bucketCount{}
 	}
 	began := time.Now()
-	if err := rc.count(ctx, rdb, keys.Stream(), start, end, timeout); err != nil {
+	for _, k := range parts {
+		if err := rc.count(ctx, rdb, k.Stream(), start, end, timeout); err != nil {
+			return err
+		}
+	}
+	if err := rc.print(w, name, start, end, time.Since(began)); err != nil {
 		return err
 	}
-	if err := rc.print(w, keys, start, end, time.Since(began)); err != nil {
-		return err
+	var trimmed int64
+	var before string
+	for _, k := range parts {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		ck, err := rdb.HGetAll(cctx, k.CheckpointInfo()).Result()
+		cancel()
+		if err != nil {
+			return err
+		}
+		if pos := ck[events.CheckpointFieldPosition]; pos != "" && (start == "-" || events.CompareIDs(start, pos) <= 0) {
+			n, _ := strconv.ParseInt(ck[events.CheckpointFieldEntries], 10, 64)
+			trimmed += n
+			if next := events.NextID(pos); before == "" || events.CompareIDs(next, before) > 0 {
+				before = next
+			}
+		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	ck, err := rdb.HGetAll(cctx, keys.CheckpointInfo()).Result()
-	if err != nil {
-		return err
-	}
-	if pos := ck[events.CheckpointFieldPosition]; pos != "" && (start == "-" || events.CompareIDs(start, pos) <= 0) {
-		fmt.Fprintf(w, "note: the window reaches before %s: %s entries up to there were trimmed by retention and are not in this count (the checkpoint holds their totals)\n",
-			events.NextID(pos), ck[events.CheckpointFieldEntries])
+	if before != "" {
+		fmt.Fprintf(w, "note: the window reaches before %s: %d entries up to there were trimmed by retention and are not in this count (the checkpoint holds their totals)\n",
+			before, trimmed)
 	}
 	return nil
 }
@@ -128,10 +159,12 @@ func (rc *recount) count(ctx context.Context, rdb redis.UniversalClient, stream,
 		}
 		for _, e := range aggregate.Decode(msgs) {
 			rc.entries++
-			if rc.first == "" {
+			if rc.first == "" || events.CompareIDs(e.ID, rc.first) < 0 {
 				rc.first = e.ID
 			}
-			rc.last = e.ID
+			if rc.last == "" || events.CompareIDs(e.ID, rc.last) > 0 {
+				rc.last = e.ID
+			}
 			if e.Bad != nil {
 				rc.bad++
 				continue
@@ -162,7 +195,7 @@ func (rc *recount) count(ctx context.Context, rdb redis.UniversalClient, stream,
 	}
 }
 
-func (rc *recount) print(w io.Writer, keys events.Keys, start, end string, took time.Duration) error {
+func (rc *recount) print(w io.Writer, stream, start, end string, took time.Duration) error {
 	from, to := "the oldest entry", "the newest"
 	if start != "-" {
 		from = start
@@ -171,7 +204,7 @@ func (rc *recount) print(w io.Writer, keys events.Keys, start, end string, took 
 		to = "before " + end[1:]
 	}
 	fmt.Fprintf(w, "recount of %s from %s to %s: %d entries (%d undecodable, not counted) in %v\n",
-		keys.Stream(), from, to, rc.entries, rc.bad, took.Round(time.Millisecond))
+		stream, from, to, rc.entries, rc.bad, took.Round(time.Millisecond))
 	if rc.entries > 0 {
 		fmt.Fprintf(w, "first entry %s, last entry %s\n", rc.first, rc.last)
 	}

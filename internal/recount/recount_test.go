@@ -159,3 +159,45 @@ func TestRunNotesTheCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// Over several partitions, recount counts every partition's entries as one window,
+// and a user's in the user's partition only.
+func TestRecountPartitions(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	l := events.NewLayout(redistest.Namespace(t), 3)
+	evs := []events.Event{
+		{UserID: "u1", ProductID: "p1", Type: events.Click}, {UserID: "u2", ProductID: "p1", Type: events.Click},
+		{UserID: "u3", ProductID: "p2", Type: events.PageView}, {UserID: "u4", ProductID: "p1", Type: events.Dwell, DurationMs: 5},
+		{UserID: "u5", ProductID: "p2", Type: events.Click}, {UserID: "u1", ProductID: "p2", Type: events.Click},
+	}
+	for i := range evs {
+		rdb.XAdd(ctx, &redis.XAddArgs{Stream: l.ForUser(evs[i].UserID).Stream(), Values: evs[i].AppendFields(nil)})
+	}
+	var out strings.Builder
+	if err := RunLayout(ctx, rdb, l, Query{Product: "p1"}, 5*time.Second, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"recount of the 3 partitions' streams", ": 6 entries", "\nall 6 4 1 1 5\n", "\nproduct p1 3 2 0 1 5\n"} {
+		if !strings.Contains(squeeze(out.String()), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := RunLayout(ctx, rdb, l, Query{User: "u1"}, 5*time.Second, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(squeeze(out.String()), "\nuser u1 2 2 0 0 0\n") || !strings.Contains(out.String(), "user u1's") {
+		t.Errorf("recount of u1:\n%s", out.String())
+	}
+}
+
+// squeeze puts one space between the fields of every line.
+func squeeze(s string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		b.WriteString(strings.Join(strings.Fields(line), " ") + "\n")
+	}
+	return b.String()
+}

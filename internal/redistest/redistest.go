@@ -5,6 +5,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -27,8 +28,10 @@ type Server struct {
 	socket string
 	args   []string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has exited and been waited for
+	err    error         // cmd.Wait's result, set before exited is closed
 }
 
 // Option adds redis-server arguments, e.g. AOF() or Args("--maxmemory", "10mb").
@@ -57,6 +60,15 @@ var missingReported atomic.Bool
 // it, and the others that ask are skipped, so the one cause is not buried under a
 // failure of every test.
 func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	s := newServer(t, opts...)
+	s.Restart()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// newServer prepares a server for the test, in its own temp dir, without starting it.
+func newServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	bin, err := lookPath()
 	if err != nil {
@@ -89,8 +101,6 @@ func Start(t testing.TB, opts ...Option) *Server {
 		o(&s.args)
 	}
 	s.bin = bin
-	s.Restart()
-	t.Cleanup(s.Kill)
 	return s
 }
 
@@ -111,19 +121,28 @@ func (s *Server) Client() *redis.Client {
 // Restart starts the server (again) and waits until it answers PING.
 func (s *Server) Restart() {
 	s.t.Helper()
+	if err := s.start(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// start starts the server and waits until it answers PING; an error, with the server's
+// log, when it exits first (a port taken meanwhile, say) or does not answer in time.
+func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
-		s.t.Fatal("redistest: Restart while the server is running")
+		return errors.New("redistest: Restart while the server is running")
 	}
 	os.Remove(s.socket)
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
-	s.cmd = cmd
+	s.cmd, s.exited = cmd, make(chan struct{})
+	go func(exited chan struct{}) { s.err = cmd.Wait(); close(exited) }(s.exited)
 	c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.socket, MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(20 * time.Second)
@@ -133,11 +152,18 @@ func (s *Server) Restart() {
 		cancel()
 		// NOAUTH: the server runs with --requirepass, and answers.
 		if err == nil || strings.HasPrefix(err.Error(), "NOAUTH") {
-			return
+			return nil
+		}
+		select {
+		case <-s.exited:
+			s.cmd = nil
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			return fmt.Errorf("redis-server exited at start (%v):\n%s", s.err, log)
+		default:
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			s.t.Fatalf("redis-server did not answer PING: %v\n%s", err, log)
+			return fmt.Errorf("redis-server did not answer PING: %v\n%s", err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -152,7 +178,7 @@ func (s *Server) Kill() {
 	}
 	s.cmd.Process.Signal(syscall.SIGCONT) // a frozen process must be able to die
 	s.cmd.Process.Kill()
-	s.cmd.Wait()
+	<-s.exited
 	s.cmd = nil
 }
 
@@ -169,18 +195,16 @@ func (s *Server) Shutdown() {
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		s.t.Fatalf("signal SIGTERM: %v", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.cmd.Wait() }()
 	select {
-	case err := <-done:
+	case <-s.exited:
 		s.cmd = nil
-		if err != nil {
+		if err := s.err; err != nil {
 			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
 			s.t.Fatalf("redis-server exited with %v after SIGTERM\n%s", err, log)
 		}
 	case <-time.After(30 * time.Second):
 		s.cmd.Process.Kill()
-		<-done
+		<-s.exited
 		s.cmd = nil
 		s.t.Fatal("redis-server did not exit within 30s of SIGTERM; killed it")
 	}

@@ -198,6 +198,17 @@ func (e *Expected) Distinct() int {
 	return len(e.seen) + e.anonymous
 }
 
+// EventIDs returns every event_id accepted.
+func (e *Expected) EventIDs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.seen))
+	for id := range e.seen {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // activeUsers is the number of users with at least one event.
 func (e *Expected) activeUsers() int {
 	e.mu.Lock()

@@ -7,6 +7,7 @@
 //	go run ./scripts/bench -only processor  # the processor's drain and rebuild alone, about a minute
 //	go run ./scripts/bench -only ingest     # NDJSON and Segment /v1/batch side by side, under a minute
 //	go run ./scripts/bench -only dashboard  # the live dashboard's freshness and cost alone, about two minutes
+//	go run ./scripts/bench -only scale      # ingest and drain on one Redis and on a 3-master cluster
 package main
 
 import (
@@ -38,6 +39,8 @@ type options struct {
 	dashRate    int           // offered load during the dashboard's freshness
 	dashStreams int           // open /v1/live streams for its cost
 	dashWindow  time.Duration // each of its measurement windows
+
+	scaleEvents int // events of each scale-out measurement
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -56,23 +59,25 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.dashRate, "dash-rate", 10_000, "offered load (events/s) during the dashboard freshness measurement")
 	fs.IntVar(&o.dashStreams, "dash-streams", 1000, "open /v1/live streams for the dashboard cost measurement")
 	fs.DurationVar(&o.dashWindow, "dash-window", 30*time.Second, "each of the dashboard's measurement windows")
+	fs.IntVar(&o.scaleEvents, "scale-events", 300_000, "events of each scale-out measurement")
 	fs.StringVar(&o.only, "only", "", "run only these measurements (prints the table, writes no file): "+
-		"processor (drain, worst case, rebuild), ingest (batch NDJSON and Segment /v1/batch side by side) or dashboard (live freshness, CPU of open streams)")
+		"processor (drain, worst case, rebuild), ingest (batch NDJSON and Segment /v1/batch side by side), "+
+		"dashboard (live freshness, CPU of open streams) or scale (ingest and drain on one Redis and on a 3-master cluster)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	switch o.only {
 	case "":
-	case "processor", "ingest", "dashboard":
+	case "processor", "ingest", "dashboard", "scale":
 		o.out = ""
 	default:
-		return fmt.Errorf("-only %q: want processor, ingest or dashboard", o.only)
+		return fmt.Errorf("-only %q: want processor, ingest, dashboard or scale", o.only)
 	}
 	if *serveKind != "" {
 		return serve(*serveKind, *addr, *redisURL)
 	}
 	if o.quick {
-		o.events, o.window, o.peerWindow, o.dashWindow = 100_000, time.Second, 2*time.Second, 5*time.Second
+		o.events, o.window, o.peerWindow, o.dashWindow, o.scaleEvents = 100_000, time.Second, 2*time.Second, 5*time.Second, 50_000
 	}
 	b, err := newBench(ctx, o, stdout)
 	if err != nil {
@@ -86,6 +91,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return b.ingestOnly(ctx)
 	case "dashboard":
 		return b.dashboardOnly(ctx)
+	case "scale":
+		b.logf("%d cores, redis %s; scale-out measurements only", cores(), b.version)
+		if err := b.scaleOut(ctx); err != nil {
+			return err
+		}
+		return b.report()
 	}
 	return b.all()
 }

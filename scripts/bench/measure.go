@@ -164,11 +164,15 @@ func (b *bench) all() error {
 	if err := b.segmentRows(ctx, b.o.events/4, 1, false); err != nil {
 		return err
 	}
-	// The other services are stopped first: the dashboard's cost is measured alone.
+	// The other services are stopped first: the dashboard's cost is measured alone, and
+	// the scale-out runs start their own.
 	for _, p := range b.procs {
 		stopProc(p)
 	}
 	if err := b.dashboard(ctx); err != nil {
+		return err
+	}
+	if err := b.scaleOut(ctx); err != nil {
 		return err
 	}
 	return b.report()
