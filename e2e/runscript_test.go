@@ -159,6 +159,9 @@ func startRunScriptArgs(t *testing.T, args []string, env ...string) *runScript {
 	}
 	r.cmd = cmd
 	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the pid of run.sh: %q: %v", line, err)
+	}
 	if r.pid, err = strconv.Atoi(strings.TrimSpace(line)); err != nil {
 		t.Fatalf("the pid of run.sh: %q: %v", line, err)
 	}

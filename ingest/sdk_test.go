@@ -73,8 +73,6 @@ type sdkTraffic struct {
 	calls         []nodeCall // the same calls, as analytics-node takes them
 	counted       int
 	users, prods  map[string]aggregate.Totals
-	userOf        func(i int) string
-	productOf     func(i int) string
 	invalidAtStep int // -1: none; else the message of this step has no product
 }
 
